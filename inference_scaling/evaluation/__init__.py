@@ -1,0 +1,1 @@
+"""Evaluation metrics, separate from the verifiers that guide search."""

@@ -1,0 +1,39 @@
+"""NFEs are counted here and nowhere else; budgets are checked here and nowhere else."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from inference_scaling.denoiser import Denoiser
+
+
+class BudgetError(ValueError):
+    """A budget that cannot buy what was asked of it."""
+
+
+class NFECounter:
+    """Wraps a denoiser and counts network evaluations, one per row of every batch it forwards.
+
+    Placed directly around the network (below classifier-free guidance), so whatever an algorithm or a
+    guidance wrapper does, the count is what the accelerator computed.
+    """
+
+    def __init__(self, denoiser: Denoiser):
+        self.denoiser = denoiser
+        self.count = 0
+
+    def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
+        self.count += x.shape[0]
+        return self.denoiser(x, sigma, cond)
+
+
+def check_budget(budget: int, cost_per_sample: int) -> int:
+    """Number of whole samples a per-condition budget buys; refuses a budget below one sample."""
+    if budget < 1:
+        raise BudgetError(f"budget.nfe={budget} must be a positive number of NFEs per condition")
+    if budget < cost_per_sample:
+        raise BudgetError(
+            f"budget.nfe={budget} is below the cost of one sample ({cost_per_sample} NFEs with this model's "
+            f"search sampler); use budget.nfe >= {cost_per_sample}"
+        )
+    return budget // cost_per_sample

@@ -1,0 +1,1 @@
+"""Everything that writes or logs: result files, image grids, W&B, scaling-curve figures."""

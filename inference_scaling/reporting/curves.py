@@ -1,0 +1,110 @@
+"""Turn a multirun folder into scaling curves: each evaluation metric against search NFEs.
+
+    inference-scaling-report outputs/multirun/2026-11-25_12-00-00
+
+Reads every finished job (a folder with metrics.json) below the given folder, groups jobs into one line per
+(search, verifier, model sampler) and writes, into the folder: scaling.png (one panel per metric),
+scaling.csv and scaling.md (the same numbers as a table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from inference_scaling.reporting.records import METRICS, _atomic_write
+
+PLOTTED = [("verifier_score", "mean verifier score"), ("is", "IS"), ("fid", "FID"), ("kid", "KID"),
+           ("precision", "precision"), ("recall", "recall"), ("accuracy", "class accuracy")]
+COLUMNS = ["line", "nfe", "n_candidates", "verifier_score", "is", "fid", "kid", "precision", "recall", "accuracy",
+           "nfe_search_per_condition", "search_seconds", "job"]
+
+
+def collect(folder: Path) -> list[dict]:
+    """One row per finished job below `folder`, sorted by line then NFE."""
+    rows = []
+    for metrics_file in sorted(folder.rglob(METRICS)):
+        job = metrics_file.parent
+        metrics = json.loads(metrics_file.read_text())
+        cfg = OmegaConf.load(job / "config.yaml")
+        line = (f"{cfg.search.name} / {cfg.verifier.name} / {cfg.model.name} {cfg.model.solver}-"
+                f"{cfg.model.search_steps}")
+        rows.append({"line": line, **metrics, "job": str(job.relative_to(folder))})
+    return sorted(rows, key=lambda r: (r["line"], r["nfe"]))
+
+
+def write_table(rows: list[dict], folder: Path) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(folder / "scaling.csv", text.getvalue().encode())
+    shown = [c for c in COLUMNS if c not in ("job", "search_seconds", "nfe_search_per_condition")]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in shown) + " |")
+    _atomic_write(folder / "scaling.md", ("\n".join(lines) + "\n").encode())
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def plot(rows: list[dict], folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(3.2 * len(PLOTTED), 3.0), squeeze=False)
+    lines = sorted({r["line"] for r in rows})
+    for ax, (key, title) in zip(axes[0], PLOTTED):
+        for line in lines:
+            points = [(r["nfe"], r[key]) for r in rows if r["line"] == line and key in r]
+            if points:
+                x, y = zip(*points)
+                ax.plot(x, y, marker="o", label=line)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("search NFEs per condition")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    _atomic_write(folder / "scaling.png", buffer.getvalue())
+
+
+def report(folder: Path) -> list[dict]:
+    rows = collect(folder)
+    if not rows:
+        raise FileNotFoundError(f"no finished job (a folder with {METRICS}) below {str(folder)!r}")
+    write_table(rows, folder)
+    plot(rows, folder)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Scaling curves (PNG) and a table (CSV, markdown) from a multirun folder.")
+    parser.add_argument("folder", type=Path, help="a multirun folder, e.g. outputs/multirun/<date>")
+    args = parser.parse_args(argv)
+    try:
+        rows = report(args.folder)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print((args.folder / "scaling.md").read_text(), end="")
+    print(f"wrote {len(rows)} jobs: {args.folder / 'scaling.png'}, {args.folder / 'scaling.csv'}, {args.folder / 'scaling.md'}")
+
+
+if __name__ == "__main__":
+    main()

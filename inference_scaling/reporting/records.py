@@ -1,0 +1,65 @@
+"""A job's record on disk, written so that a crash never leaves a half-written file.
+
+Each file goes to a temporary name and is renamed into place; `metrics.json` is written last and marks a
+finished job (the report command reads only folders that have it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+METRICS = "metrics.json"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def image_grid_png(images: torch.Tensor, path: Path, labels: list[str] | None = None, columns: int = 10,
+                   max_images: int = 100) -> None:
+    """A grid of the first `max_images` images (model space [-1, 1]) with their condition as caption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = images[:max_images].cpu().float()
+    rows = (len(images) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 1.0), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(images[k].clamp(-1, 1).permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=-1, vmax=1)
+            if labels is not None:
+                ax.set_title(labels[k], fontsize=6)
+    fig.tight_layout(pad=0.2)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    _atomic_write(path, buffer.getvalue())
+
+
+def write_job(out: Path, config_yaml: str, result: dict, save_images: bool) -> None:
+    """config.yaml, results.csv (one row per condition), samples.png, selected.safetensors, then metrics.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "config.yaml", config_yaml.encode())
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(result["records"][0]))
+    writer.writeheader()
+    writer.writerows(result["records"])
+    _atomic_write(out / "results.csv", text.getvalue().encode())
+    if save_images:
+        image_grid_png(result["images"], out / "samples.png", result["prompts"])
+        tmp = out / f".selected.safetensors.tmp-{os.getpid()}"
+        save_file({"images": result["images"].contiguous()}, str(tmp))
+        os.replace(tmp, out / "selected.safetensors")
+    _atomic_write(out / METRICS, json.dumps(result["metrics"], indent=2).encode())

@@ -1,0 +1,19 @@
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from inference_scaling.__main__ import CONF_DIR
+from inference_scaling.config import register
+
+register()
+
+
+def make_config(*overrides: str):
+    """The typed job config the CLI would build from these overrides."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return OmegaConf.to_object(compose(config_name="config", overrides=list(overrides)))
+
+
+@pytest.fixture
+def config():
+    return make_config

@@ -1,0 +1,88 @@
+"""The command line: every config option composes, a multirun writes its record and figure, bad input fails cleanly."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inference_scaling.__main__ import CONF_DIR, precheck
+from inference_scaling.config import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUPS = ["model", "verifier", "search", "budget", "logger", "benchmark"]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "inference_scaling", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))])
+def test_every_config_option_composes_and_validates(config, group, option):
+    cfg = config(f"{group}={option}")
+    assert validate(cfg) >= 1
+    assert getattr(cfg, group) is not None
+
+
+def test_multirun_writes_records_and_scaling_figure(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", "budget.nfe=3,9", "benchmark.per_class=3", "progress=false", f"hydra.sweep.dir={sweep}",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    jobs = sorted(p.parent for p in sweep.rglob("metrics.json"))
+    assert len(jobs) == 2
+    for job, nfe in zip(jobs, (3, 9)):
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert metrics["nfe"] == nfe and metrics["n_candidates"] == nfe // 3
+        assert {"is", "fid", "kid", "precision", "recall", "accuracy", "verifier_score"} <= set(metrics)
+        rows = list(csv.DictReader((job / "results.csv").open()))
+        assert len(rows) == 30 and all(int(r["chosen_index"]) < nfe // 3 for r in rows)
+        assert (job / "samples.png").read_bytes()[:4] == b"\x89PNG"
+        assert "budget:\n  nfe: %d" % nfe in (job / "config.yaml").read_text()
+        assert list((job / "wandb").glob("offline-run-*")), "W&B offline run missing"
+    report = subprocess.run([sys.executable, "-m", "inference_scaling.reporting.curves", str(sweep)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert (sweep / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    table = list(csv.DictReader((sweep / "scaling.csv").open()))
+    assert [int(r["nfe"]) for r in table] == [3, 9]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("search=beam", "error: unknown search 'beam'; choose one of: random"),
+    ("verifier=clip", "error: unknown verifier 'clip'; choose one of: classifier_logit, classifier_prob"),
+    ("budget.nfee=3", "error: unknown config key 'budget.nfee'; accepted keys in budget: nfe"),
+    ("budget.nfe=abc", "error: bad override budget.nfe=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("budget.nfe=0", "error: budget.nfe=0 must be a positive number of NFEs per condition"),
+    ("budget.nfe=-4", "error: budget.nfe=-4 must be a positive number of NFEs per condition"),
+    ("budget.nfe=2", "error: budget.nfe=2 is below the cost of one sample (3 NFEs"),
+    ("search.max_batch_size=0", "error: search.max_batch_size=0 must be >= 1"),
+    ("model.solver=rk4", "error: model.solver='rk4' is not a solver; choose one of: euler, heun"),
+    ("model.weights=/nonexistent/flow.safetensors", "error: model.weights: weights file '/nonexistent/flow.safetensors'"),
+])
+def test_bad_input_is_refused_before_anything_is_written(tmp_path, override, message):
+    proc = cli("-m", "budget.nfe=3,6", override, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_a_sweep_value_below_the_cost_fails_the_whole_sweep_up_front():
+    with pytest.raises(Exception, match="budget.nfe=1 is below the cost"):
+        precheck(["budget.nfe=3,1"])
+    assert precheck(["budget.nfe=3,6", "model.search_steps=1,2"]) == 4
+
+
+def test_corrupt_weights_fail_with_one_line_and_no_results(tmp_path):
+    corrupt = tmp_path / "flow.safetensors"
+    corrupt.write_bytes(os.urandom(64))
+    proc = cli(f"model.weights={corrupt}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: weights file '{corrupt}' is not a readable")
+    assert not list((tmp_path / "run").glob("*.json")) and not list((tmp_path / "run").glob("*.csv"))

@@ -1,0 +1,50 @@
+"""The committed networks, loading errors, and the IS-oracle's effect on evaluation metrics."""
+
+import pytest
+import torch
+
+from inference_scaling import weights
+from inference_scaling.datasets import split_digits
+from inference_scaling.models.digits import DigitsFlow, load_flow
+from inference_scaling.models.digits_classifier import load_classifier
+from inference_scaling.runner import replay, run
+
+
+def test_committed_classifier_is_accurate_on_held_out_digits():
+    (_, _), (x_test, y_test) = split_digits()
+    with torch.no_grad():
+        accuracy = (load_classifier()(x_test).argmax(-1) == y_test).float().mean().item()
+    assert accuracy > 0.97
+
+
+def test_missing_and_corrupt_weights_fail_with_one_line(tmp_path):
+    with pytest.raises(weights.WeightsError, match="does not exist"):
+        load_flow(str(tmp_path / "nope.safetensors"))
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(weights.WeightsError, match="not a readable safetensors") as err:
+        load_flow(str(corrupt))
+    assert "\n" not in str(err.value)
+    other = tmp_path / "classifier.safetensors"
+    weights.save(other, load_classifier(), {"hidden": 256, "features": 128, "num_classes": 10})
+    with pytest.raises(weights.WeightsError, match="does not fit DigitsFlow"):
+        weights.load_into(DigitsFlow, str(other))
+
+
+def test_is_oracle_search_raises_is_and_its_own_score(config):
+    """The paper's IS-oracle finding in miniature: IS and the verifier's score rise with search NFEs."""
+    runs = [run(config("logger=none", "progress=false", "benchmark.per_class=30", f"budget.nfe={b}"))["metrics"]
+            for b in (3, 12, 48)]
+    assert runs[0]["verifier_score"] < runs[1]["verifier_score"] < runs[2]["verifier_score"]
+    assert runs[0]["is"] < runs[1]["is"] < runs[2]["is"]
+    assert [r["n_candidates"] for r in runs] == [1, 4, 16]
+    assert all(r["nfe_search_per_condition"] == r["n_candidates"] * 3 <= r["nfe"] for r in runs)
+
+
+def test_final_sampler_renders_the_chosen_noise_and_replays(config):
+    cfg = config("logger=none", "progress=false", "benchmark.per_class=2", "budget.nfe=9", "model.final_steps=4")
+    result = run(cfg)
+    assert result["metrics"]["nfe_final_per_condition"] == 7  # 4 Heun steps to 0: 2·4 − 1
+    record = result["records"][5]
+    again = replay(cfg, 5, record["chosen_index"])
+    assert torch.allclose(again[0], result["images"][5], atol=1e-5)
