@@ -34,5 +34,5 @@ def candidate_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple
     gen = torch.Generator()
     for row, (c, i) in enumerate(zip(conditions.tolist(), indices.tolist())):
         gen.manual_seed(noise_seed(seed, c, i))
-        out[row] = torch.randn(shape, generator=gen)
+        out[row].normal_(generator=gen)  # in place: same numbers as torch.randn(shape, generator=gen)
     return out

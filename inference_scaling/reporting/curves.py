@@ -64,9 +64,11 @@ def plot(rows: list[dict], folder: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(3.2 * len(PLOTTED), 3.0), squeeze=False)
+    columns = 4
+    rows_of_panels = -(-(len(PLOTTED) + 1) // columns)  # one spare panel holds the legend
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(3.4 * columns, 3.0 * rows_of_panels), squeeze=False)
     lines = sorted({r["line"] for r in rows})
-    for ax, (key, title) in zip(axes[0], PLOTTED):
+    for ax, (key, title) in zip(axes.flat, PLOTTED):
         for line in lines:
             points = [(r["nfe"], r[key]) for r in rows if r["line"] == line and key in r]
             if points:
@@ -76,7 +78,10 @@ def plot(rows: list[dict], folder: Path) -> None:
         ax.set_xlabel("search NFEs per condition")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    for ax in list(axes.flat)[len(PLOTTED):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    axes.flat[-1].legend(handles, labels, loc="center", fontsize=8, title="search / verifier / model")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
