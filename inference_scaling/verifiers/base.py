@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import asdict, dataclass
+from typing import Protocol, Sequence, Union
 
 from torch import Tensor
+
+Conditions = Union[Tensor, Sequence[str]]  # class indices (B,) or prompts, one per image
+
+
+@dataclass
+class VerifierCost:
+    """What a verifier has spent so far: forward passes or API calls, images scored, wall time."""
+
+    calls: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 class Verifier(Protocol):
     name: str
+    cost: VerifierCost
 
-    def __call__(self, images: Tensor, cond: Tensor) -> Tensor:
-        """Scores (B,) of final candidates images (B, ...) for their conditions cond (B, ...); higher is better.
-        Scores must come back in input order."""
+    def __call__(self, images: Tensor, cond: Conditions) -> Tensor:
+        """Scores (B,) of final candidate images (B, C, H, W) in [-1, 1] for their conditions; higher is better.
+        Scores come back in input order, on the CPU or the images' device."""
         ...

@@ -7,10 +7,13 @@ For the embedded model the classifier is the committed digits classifier.
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import Tensor
 
 from inference_scaling.models.digits_classifier import DEFAULT_WEIGHTS, load_classifier
+from inference_scaling.verifiers.base import VerifierCost
 
 
 class ClassifierProb:
@@ -21,10 +24,16 @@ class ClassifierProb:
     def __init__(self, weights: str = DEFAULT_WEIGHTS, device: str = "cpu"):
         self.net = load_classifier(weights, device)
         self.device = device
+        self.cost = VerifierCost()
 
     def logits(self, images: Tensor) -> Tensor:
+        start = time.perf_counter()
         with torch.no_grad():
-            return self.net(images.to(self.device)).float()
+            logits = self.net(images.to(self.device)).float()
+        self.cost.calls += 1
+        self.cost.images += len(images)
+        self.cost.seconds += time.perf_counter() - start
+        return logits
 
     def __call__(self, images: Tensor, cond: Tensor) -> Tensor:
         probs = self.logits(images).softmax(-1)
