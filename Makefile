@@ -3,9 +3,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BUDGETS ?= 3,6,12,24,48,96
-SWEEP ?= outputs/multirun/make-run-$(shell date +%Y%m%d-%H%M%S)
+STAMP_TIME := $(shell date +%Y%m%d-%H%M%S)
+SWEEP ?= outputs/multirun/make-run-$(STAMP_TIME)
+DIGITS_SWEEP ?= outputs/multirun/digits-$(STAMP_TIME)
 
-.PHONY: install run test test-slow bench clean
+.PHONY: install run run-digits test test-slow bench clean
 
 install: $(STAMP)
 
@@ -15,10 +17,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -c "import inference_scaling, torch, hydra, torch_fidelity"
 	touch $(STAMP)
 
-# The embedded default: random search with the IS-oracle analog on the digits model, swept over budgets, on CPU.
+# The headline study on the scenes benchmark (experiments/scenes_headline.sh), on CPU.
 run: install
-	$(PY) -m inference_scaling -m budget.nfe=$(BUDGETS) hydra.sweep.dir=$(SWEEP)
-	$(PY) -m inference_scaling.reporting.curves $(SWEEP)
+	PYTHON=$(PY) bash experiments/scenes_headline.sh $(SWEEP)
+
+# The digits study: random search with the IS-oracle analog on the embedded default, swept over budgets.
+run-digits: install
+	$(PY) -m inference_scaling -m budget.nfe=$(BUDGETS) hydra.sweep.dir=$(DIGITS_SWEEP)
+	$(PY) -m inference_scaling.reporting.curves $(DIGITS_SWEEP)
 
 test: install
 	$(PY) -m pytest -q

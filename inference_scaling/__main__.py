@@ -21,6 +21,7 @@ from inference_scaling.weights import WeightsError
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 MAX_CHECKED_COMBINATIONS = 512
+SUMMARY = ("accuracy", "count_accuracy", "relation_accuracy", "is", "fid", "kid")
 
 register()
 
@@ -106,22 +107,22 @@ def app(cfg) -> float:
     typed: Config = OmegaConf.to_object(cfg)
     try:
         result = run(typed)
-    except (ConfigError, BudgetError, WeightsError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, BudgetError, WeightsError, OSError) as err:  # OSError: a hub id that cannot be loaded
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: {first_line}", file=sys.stderr)
         sys.exit(2)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     write_job(out, config_yaml, result, cfg.save_images)
     metrics = result["metrics"]
-    print(f"nfe={metrics['nfe']} N={metrics['n_candidates']} verifier={metrics['verifier_score']:.4f} "
-          f"IS={metrics['is']:.3f} FID={metrics['fid']:.3f} KID={metrics['kid']:.4f} "
-          f"acc={metrics['accuracy']:.4f} -> {out}")
+    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in SUMMARY if k in metrics)
+    print(f"nfe={metrics['nfe']} N={metrics['n_candidates']} verifier={metrics['verifier_score']:.4g} {shown} -> {out}")
     if typed.logger.backend == "wandb":
         from inference_scaling.reporting.wandb_logger import log_job
 
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         group = Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir).name
         log_job(typed.logger.wandb, OmegaConf.to_container(cfg, resolve=True), metrics, out, group,
-                job_name=f"{typed.search.name}-{typed.verifier.name}-nfe{typed.budget.nfe}")
+                job_name=f"{typed.label or typed.search.name + '-' + typed.verifier.name}-nfe{typed.budget.nfe}")
     return metrics["verifier_score"]
 
 

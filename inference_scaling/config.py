@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from inference_scaling import weights
 from inference_scaling.nfe import check_budget
@@ -61,9 +61,18 @@ class LoggerConfig:
 
 @dataclass
 class BenchmarkConfig:
-    name: str = MISSING  # digits
-    per_class: int = 100  # conditions per class; the condition set is class-balanced
+    name: str = MISSING  # registry name in inference_scaling.benchmarks.BENCHMARKS
+    per_class: int = 100  # conditions per class (per condition of the grammar); the set is balanced
     kid_subset_size: int = 500
+
+
+@dataclass
+class ScenesBenchmarkConfig(BenchmarkConfig):
+    counts: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])  # within 1..6
+    relations: list[str] = field(default_factory=lambda: ["left", "right"])
+    prompts: list[str] = field(default_factory=list)  # if given, these conditions instead of counts × relations
+    reference_size: int = 2400  # generated scenes FID/KID compare against
+    reference_seed: int = 4000
 
 
 @dataclass
@@ -77,6 +86,7 @@ class Config:
     seed: int = 0
     progress: bool = True
     save_images: bool = True
+    label: Optional[str] = None  # the line this job belongs to in scaling figures (default: search / verifier / model)
 
 
 def register() -> None:
@@ -85,6 +95,19 @@ def register() -> None:
     for group, node in [("model", ModelConfig), ("verifier", VerifierConfig), ("search", SearchConfig),
                         ("budget", BudgetConfig), ("logger", LoggerConfig), ("benchmark", BenchmarkConfig)]:
         cs.store(group=group, name=f"base_{group}", node=node)
+    cs.store(group="benchmark", name="base_scenes_benchmark", node=ScenesBenchmarkConfig)
+    from inference_scaling.verifiers.aesthetic import AestheticConfig
+    from inference_scaling.verifiers.clip_score import ClipScoreConfig
+    from inference_scaling.verifiers.ensemble import EnsembleConfig
+    from inference_scaling.verifiers.image_reward import ImageRewardConfig
+    from inference_scaling.verifiers.llm_grader import LLMGraderConfig
+
+    for name, node in [("llm_grader", LLMGraderConfig), ("clip_score", ClipScoreConfig), ("aesthetic", AestheticConfig),
+                       ("image_reward", ImageRewardConfig), ("ensemble", EnsembleConfig)]:
+        cs.store(group="verifier", name=f"base_{name}", node=node)
+    if not OmegaConf.has_resolver("sample_cost"):
+        # budget=one_sample: exactly one candidate of the model's search sampler, i.e. no search.
+        OmegaConf.register_new_resolver("sample_cost", lambda solver, steps, guidance: _cost(solver, steps, guidance))
 
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -96,10 +119,13 @@ def _at_least(name: str, value, low) -> None:
         raise ConfigError(f"{name}={value} must be >= {low}")
 
 
+def _cost(solver: str, steps: int, guidance: float) -> int:
+    return solver_nfe(solver, linear_sigmas(int(steps))) * (1 if float(guidance) == 1.0 else 2)
+
+
 def search_cost(model: ModelConfig) -> int:
     """NFEs per condition of one candidate with the model's search sampler, guidance included."""
-    per_eval = 1 if model.guidance == 1.0 else 2
-    return solver_nfe(model.solver, linear_sigmas(model.search_steps)) * per_eval
+    return _cost(model.solver, model.search_steps, model.guidance)
 
 
 def validate(cfg: Config) -> int:
@@ -117,8 +143,35 @@ def validate(cfg: Config) -> int:
     if cfg.logger.wandb.mode not in WANDB_MODES:
         raise ConfigError(f"logger.wandb.mode={cfg.logger.wandb.mode!r}; choose one of: {', '.join(WANDB_MODES)}")
     for key, path in [("model.weights", cfg.model.weights), ("verifier.weights", cfg.verifier.weights)]:
-        try:
-            weights.check_exists(path)
-        except weights.WeightsError as err:
-            raise ConfigError(f"{key}: {err}") from None
+        if path:  # "" = the component has no weights file
+            try:
+                weights.check_exists(path)
+            except weights.WeightsError as err:
+                raise ConfigError(f"{key}: {err}") from None
+    _check_components(cfg)
     return check_budget(cfg.budget.nfe, search_cost(cfg.model))
+
+
+def _check_components(cfg: Config) -> None:
+    """Names exist in their registries and fit together (a benchmark's conditions, its model, the verifier)."""
+    from inference_scaling.benchmarks import BENCHMARKS
+    from inference_scaling.runner import MODELS
+    from inference_scaling.scenes import ConditionError
+    from inference_scaling.search import SEARCHES
+    from inference_scaling.verifiers import VERIFIERS
+
+    for kind, name, registry in [("model", cfg.model.name, MODELS), ("verifier", cfg.verifier.name, VERIFIERS),
+                                 ("search", cfg.search.name, SEARCHES), ("benchmark", cfg.benchmark.name, BENCHMARKS)]:
+        if name not in registry:
+            raise ConfigError(f"{kind}.name={name!r} is unknown; choose one of: {', '.join(sorted(registry))}")
+    benchmark = BENCHMARKS[cfg.benchmark.name](cfg.benchmark)
+    if cfg.model.name != benchmark.model:
+        raise ConfigError(f"model={cfg.model.name} does not draw benchmark={benchmark.name}; use model={benchmark.model}")
+    accepted = getattr(VERIFIERS[cfg.verifier.name], "benchmarks", None)
+    if accepted is not None and benchmark.name not in accepted:
+        raise ConfigError(f"verifier={cfg.verifier.name} does not score benchmark={benchmark.name}; "
+                          f"it scores: {', '.join(accepted)}")
+    try:
+        benchmark.conditions()
+    except ConditionError as err:
+        raise ConfigError(f"benchmark: {err}") from None

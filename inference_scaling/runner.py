@@ -5,22 +5,19 @@ Library code below this module computes; this module (with `reporting`) is the o
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from omegaconf import OmegaConf
 
 from inference_scaling.benchmarks import BENCHMARKS, Conditions
-from inference_scaling.config import Config, ConfigError, search_cost, validate
+from inference_scaling.models.flow_mlp import FlowDenoiser, load_flow
+from inference_scaling.config import Config, search_cost, validate
 from inference_scaling.denoiser import GuidedDenoiser
-from inference_scaling.models import digits
 from inference_scaling.nfe import NFECounter
 from inference_scaling.noise import candidate_noise
-from inference_scaling.sampling import get_solver, linear_sigmas, solver_nfe
+from inference_scaling.sampling import get_solver, linear_sigmas
 from inference_scaling.search import SearchTask, build_search
 from inference_scaling.verifiers import build_verifier
 
@@ -28,42 +25,36 @@ from inference_scaling.verifiers import build_verifier
 @dataclass
 class LoadedModel:
     denoiser: Any  # the adapter onto the denoiser contract
-    null_cond: torch.Tensor
+    null_cond: torch.Tensor  # the one-row unconditional condition, for guidance
     noise_shape: tuple[int, ...]
 
 
-def load_digits_model(cfg) -> LoadedModel:
-    net = digits.load_flow(cfg.weights, cfg.device)
-    return LoadedModel(digits.DigitsDenoiser(net), torch.tensor([digits.NULL_CLASS]), digits.IMAGE_SHAPE)
+def load_embedded(cfg) -> LoadedModel:
+    """The embedded flow-model family (digits, scenes): FlowMLP weights with their architecture."""
+    net = load_flow(cfg.weights, cfg.device)
+    return LoadedModel(FlowDenoiser(net), net.null_cond, net.image_shape)
 
 
-MODELS: dict[str, Callable[..., LoadedModel]] = {"digits": load_digits_model}
-
-
-def _lookup(registry: dict, kind: str, name: str):
-    if name not in registry:
-        raise ConfigError(f"{kind}.name={name!r} is unknown; choose one of: {', '.join(sorted(registry))}")
-    return registry[name]
+MODELS: dict[str, Callable[..., LoadedModel]] = {"digits": load_embedded, "scenes": load_embedded}
 
 
 def run(cfg: Config) -> dict:
     """Search, render and evaluate one job; returns results (metrics, per-condition records, images)."""
     n_candidates = validate(cfg)
-    load_model = _lookup(MODELS, "model", cfg.model.name)
-    make_conditions, make_reference = _lookup(BENCHMARKS, "benchmark", cfg.benchmark.name)
-    model = load_model(cfg.model)
-    verifier = build_verifier(cfg.verifier.name, weights=cfg.verifier.weights, device=cfg.model.device)
+    model = MODELS[cfg.model.name](cfg.model)
+    benchmark = BENCHMARKS[cfg.benchmark.name](cfg.benchmark)
+    verifier = build_verifier(cfg.verifier, device=cfg.model.device)
     search = build_search(cfg.search.name, progress=cfg.progress)
-    conditions: Conditions = make_conditions(cfg.benchmark.per_class)
+    conditions: Conditions = benchmark.conditions()
 
     counter = NFECounter(model.denoiser)
     guided = GuidedDenoiser(counter, cfg.model.guidance, model.null_cond)
     solver = get_solver(cfg.model.solver)
     task = SearchTask(
         denoiser=guided, solver=solver, sigmas=linear_sigmas(cfg.model.search_steps),
-        cost_per_sample=search_cost(cfg.model), conds=conditions.labels, condition_ids=conditions.ids,
+        cost_per_sample=search_cost(cfg.model), conds=conditions.rows, condition_ids=conditions.ids,
         noise_shape=model.noise_shape, seed=cfg.seed, verifier=verifier,
-        max_batch_size=cfg.search.max_batch_size, device=cfg.model.device,
+        max_batch_size=cfg.search.max_batch_size, device=cfg.model.device, prompts=conditions.prompts,
     )
     start = time.perf_counter()
     result = search(task, cfg.budget.nfe)
@@ -76,20 +67,16 @@ def run(cfg: Config) -> dict:
     # The paper renders the chosen noise with the (more expensive) final sampler.
     images = result.images
     counter.count = 0
+    all_rows = torch.arange(n_cond)
     if cfg.model.final_steps != cfg.model.search_steps:
         final_task = SearchTask(**{**task.__dict__, "sigmas": linear_sigmas(cfg.model.final_steps)})
-        images = torch.cat([
-            final_task.solve(final_task.noise(rows, result.chosen[rows]), rows).cpu()
-            for rows in torch.arange(n_cond).split(cfg.search.max_batch_size)
-        ])
+        images = final_task.solve(final_task.noise(all_rows, result.chosen), all_rows).cpu()
     nfe_final = counter.count / n_cond
-    final_scores = verifier(images, conditions.labels).float().cpu()
-
-    from inference_scaling.evaluation.fidelity import class_accuracy, fidelity_metrics
+    search_cost_record = verifier.cost.as_dict()
+    final_scores = task.score(images, all_rows)
 
     eval_start = time.perf_counter()
-    metrics = fidelity_metrics(images, make_reference(), cfg.benchmark.kid_subset_size)
-    metrics["accuracy"] = class_accuracy(images, conditions.labels)
+    metrics = benchmark.evaluate(images, conditions)
     metrics.update(
         verifier_score=final_scores.mean().item(),
         search_verifier_score=result.scores.mean().item(),
@@ -99,13 +86,14 @@ def run(cfg: Config) -> dict:
         n_candidates=result.n_candidates,
         n_conditions=n_cond,
         verifier_calls=result.verifier_calls,
+        verifier_forward_passes=search_cost_record["calls"],
+        verifier_seconds=search_cost_record["seconds"],
         search_seconds=search_seconds,
         search_nfe_per_second=counter_rate(nfe_search * n_cond, search_seconds),
         eval_seconds=time.perf_counter() - eval_start,
     )
     records = [
-        {"condition_id": int(conditions.ids[c]), "condition": int(conditions.labels[c]),
-         "prompt": conditions.prompts[c], "chosen_index": int(result.chosen[c]),
+        {"condition_id": int(conditions.ids[c]), "prompt": conditions.prompts[c], "chosen_index": int(result.chosen[c]),
          "search_score": float(result.scores[c]), "final_score": float(final_scores[c]),
          "n_candidates": result.n_candidates, "nfe_search": nfe_search, "nfe_final": nfe_final}
         for c in range(n_cond)
@@ -119,9 +107,9 @@ def counter_rate(nfes: float, seconds: float) -> float:
 
 def replay(cfg: Config, condition_position: int, chosen_index: int) -> torch.Tensor:
     """Re-render a recorded choice from (seed, condition id, index) alone, with the final sampler."""
-    model = _lookup(MODELS, "model", cfg.model.name)(cfg.model)
-    conditions = _lookup(BENCHMARKS, "benchmark", cfg.benchmark.name)[0](cfg.benchmark.per_class)
+    model = MODELS[cfg.model.name](cfg.model)
+    conditions = BENCHMARKS[cfg.benchmark.name](cfg.benchmark).conditions()
     guided = GuidedDenoiser(model.denoiser, cfg.model.guidance, model.null_cond)
     noise = candidate_noise(cfg.seed, conditions.ids[[condition_position]], torch.tensor([chosen_index]), model.noise_shape)
     return get_solver(cfg.model.solver)(guided, noise, linear_sigmas(cfg.model.final_steps),
-                                        conditions.labels[[condition_position]])
+                                        conditions.rows[[condition_position]])

@@ -22,11 +22,18 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+SCENES = ["model=scenes", "benchmark=scenes", "verifier=scene_checker"]
+SCENES_OPTIONS = {("model", "scenes"), ("benchmark", "scenes"), ("verifier", "scene_checker"),
+                  ("verifier", "scene_classifier")}
+
+
 @pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))])
 def test_every_config_option_composes_and_validates(config, group, option):
-    cfg = config(f"{group}={option}")
+    base = SCENES if (group, option) in SCENES_OPTIONS else []
+    cfg = config(*base, f"{group}={option}")
     assert validate(cfg) >= 1
-    assert getattr(cfg, group) is not None
+    if group not in ("budget", "logger"):
+        assert getattr(cfg, group).name == option
 
 
 def test_multirun_writes_records_and_scaling_figure(tmp_path):
@@ -55,7 +62,7 @@ def test_multirun_writes_records_and_scaling_figure(tmp_path):
 
 @pytest.mark.parametrize("override,message", [
     ("search=beam", "error: unknown search 'beam'; choose one of: random"),
-    ("verifier=clip", "error: unknown verifier 'clip'; choose one of: classifier_logit, classifier_prob"),
+    ("verifier=clip", "error: unknown verifier 'clip'; choose one of: aesthetic, classifier_logit, classifier_prob, clip_score, ensemble, image_reward, llm_grader, scene_checker, scene_classifier"),
     ("budget.nfee=3", "error: unknown config key 'budget.nfee'; accepted keys in budget: nfe"),
     ("budget.nfe=abc", "error: bad override budget.nfe=abc: Value 'abc' of type 'str' could not be converted to Integer"),
     ("budget.nfe=0", "error: budget.nfe=0 must be a positive number of NFEs per condition"),
@@ -64,6 +71,8 @@ def test_multirun_writes_records_and_scaling_figure(tmp_path):
     ("search.max_batch_size=0", "error: search.max_batch_size=0 must be >= 1"),
     ("model.solver=rk4", "error: model.solver='rk4' is not a solver; choose one of: euler, heun"),
     ("model.weights=/nonexistent/flow.safetensors", "error: model.weights: weights file '/nonexistent/flow.safetensors'"),
+    ("model=scenes", "error: model=scenes does not draw benchmark=digits; use model=digits"),
+    ("verifier=scene_checker", "error: verifier=scene_checker does not score benchmark=digits; it scores: scenes"),
 ])
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, override, message):
     proc = cli("-m", "budget.nfe=3,6", override, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
@@ -71,6 +80,12 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, override, mes
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
     assert not (tmp_path / "sweep").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_one_sample_budget_follows_the_sampler(config):
+    assert config("budget=one_sample").budget.nfe == 3  # 2 Heun steps: 2·2 − 1
+    assert config("budget=one_sample", "model.search_steps=8", "model.solver=euler").budget.nfe == 8
+    assert config("budget=one_sample", "model.guidance=2.0").budget.nfe == 6  # guidance doubles every evaluation
 
 
 def test_a_sweep_value_below_the_cost_fails_the_whole_sweep_up_front():

@@ -5,7 +5,8 @@ import torch
 
 from inference_scaling import weights
 from inference_scaling.datasets import split_digits
-from inference_scaling.models.digits import DigitsFlow, load_flow
+from inference_scaling.models.digits import load_flow
+from inference_scaling.models.flow_mlp import FlowMLP
 from inference_scaling.models.digits_classifier import load_classifier
 from inference_scaling.runner import replay, run
 
@@ -27,8 +28,8 @@ def test_missing_and_corrupt_weights_fail_with_one_line(tmp_path):
     assert "\n" not in str(err.value)
     other = tmp_path / "classifier.safetensors"
     weights.save(other, load_classifier(), {"hidden": 256, "features": 128, "num_classes": 10})
-    with pytest.raises(weights.WeightsError, match="does not fit DigitsFlow"):
-        weights.load_into(DigitsFlow, str(other))
+    with pytest.raises(weights.WeightsError, match="does not fit FlowMLP"):
+        weights.load_into(FlowMLP, str(other))
 
 
 def test_is_oracle_search_raises_is_and_its_own_score(config):

@@ -97,7 +97,7 @@ def test_verifier_score_rises_with_budget(flow, name):
 def test_unknown_verifier_and_search_names():
     from inference_scaling.search import build_search
 
-    with pytest.raises(ValueError, match="unknown verifier 'clip'; choose one of: classifier_logit, classifier_prob"):
+    with pytest.raises(ValueError, match="unknown verifier 'clip'; choose one of: aesthetic, classifier_logit, classifier_prob, clip_score, ensemble, image_reward, llm_grader, scene_checker, scene_classifier"):
         build_verifier("clip")
     with pytest.raises(ValueError, match="unknown search 'beam'; choose one of: random"):
         build_search("beam")

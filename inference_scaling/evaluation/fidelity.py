@@ -1,8 +1,8 @@
-"""IS, FID, KID and precision/recall with torch-fidelity, in the embedded digits classifier's feature space.
+"""IS, FID, KID and precision/recall with torch-fidelity, in an embedded classifier's feature space.
 
-The classifier plays InceptionV3's role: IS from its logits, FID/KID/PRC from its penultimate features.
-It is registered once as the torch-fidelity feature extractor `digits-classifier`; inputs are uint8 tensors
-(B, 1, 8, 8) as torch-fidelity expects.
+The embedded classifiers play InceptionV3's role: IS from their logits, FID/KID/PRC from their penultimate
+features. Each is registered once as a torch-fidelity feature extractor (`digits-classifier`,
+`scene-classifier`); inputs are uint8 tensors (B, 1, H, W), as torch-fidelity expects.
 """
 
 from __future__ import annotations
@@ -15,17 +15,22 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from inference_scaling.datasets import from_uint8, to_uint8
-from inference_scaling.models.digits_classifier import DEFAULT_WEIGHTS, load_classifier
-
-EXTRACTOR = "digits-classifier"
+from inference_scaling.models import digits_classifier, scenes as scene_models
 
 
-class DigitsFeatureExtractor(FeatureExtractorBase):
-    """torch-fidelity feature extractor over the embedded classifier: features 'logits_unbiased', 'hidden'."""
+class _ClassifierExtractor(FeatureExtractorBase):
+    """Features 'hidden' (penultimate layer) and 'logits_unbiased' of a classifier with `features_and_logits`."""
+
+    default_weights: str
+    input_shape: tuple[int, ...]
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
-        self.net = load_classifier(feature_extractor_weights_path or DEFAULT_WEIGHTS)
+        self.net = self.load(feature_extractor_weights_path or self.default_weights)
+
+    @staticmethod
+    def load(path: str) -> torch.nn.Module:
+        raise NotImplementedError
 
     @staticmethod
     def get_provided_features_list():
@@ -39,19 +44,42 @@ class DigitsFeatureExtractor(FeatureExtractorBase):
     def can_be_compiled():
         return False
 
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+    @classmethod
+    def get_dummy_input_for_compile(cls):
+        return torch.zeros(1, *cls.input_shape, dtype=torch.uint8)
 
     def forward(self, x):
-        assert x.dtype == torch.uint8 and x.shape[1:] == (1, 8, 8), f"expected uint8 (B, 1, 8, 8), got {x.dtype} {tuple(x.shape)}"
+        assert x.dtype == torch.uint8 and tuple(x.shape[1:]) == self.input_shape, \
+            f"expected uint8 (B, {self.input_shape}), got {x.dtype} {tuple(x.shape)}"
         hidden, logits = self.net.features_and_logits(from_uint8(x))
         features = {"logits_unbiased": logits, "hidden": hidden}
         return tuple(features[name] for name in self.features_list)
 
 
-if EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
-    register_feature_extractor(EXTRACTOR, DigitsFeatureExtractor)
+class DigitsFeatureExtractor(_ClassifierExtractor):
+    default_weights = digits_classifier.DEFAULT_WEIGHTS
+    input_shape = (1, 8, 8)
+
+    @staticmethod
+    def load(path):
+        return digits_classifier.load_classifier(path)
+
+
+class SceneFeatureExtractor(_ClassifierExtractor):
+    """Logits are the 12 joint (count, relation) log-probabilities."""
+
+    default_weights = scene_models.CLASSIFIER_WEIGHTS
+    input_shape = (1, 16, 16)
+
+    @staticmethod
+    def load(path):
+        return scene_models.load_classifier(path)
+
+
+EXTRACTORS = {"digits-classifier": DigitsFeatureExtractor, "scene-classifier": SceneFeatureExtractor}
+for _name, _cls in EXTRACTORS.items():
+    if _name not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(_name, _cls)
 
 
 class _Images(Dataset):
@@ -65,24 +93,28 @@ class _Images(Dataset):
         return self.pixels[i]
 
 
-def fidelity_metrics(images: Tensor, reference: Tensor, kid_subset_size: int = 500,
-                     classifier_weights: str = DEFAULT_WEIGHTS) -> dict[str, float]:
-    """IS of `images`, and FID, KID, precision, recall of `images` against `reference` (both in [-1, 1])."""
+NAMES = {"inception_score_mean": "is", "frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",
+         "kernel_inception_distance_std": "kid_std", "precision": "precision", "recall": "recall"}
+
+
+def fidelity_metrics(images: Tensor, reference: Tensor, extractor: str = "digits-classifier", weights: str | None = None,
+                     isc: bool = True, kid_subset_size: int = 500) -> dict[str, float]:
+    """IS of `images` (if `isc`), and FID, KID, precision, recall against `reference` (both in [-1, 1]).
+
+    IS uses one split over all images (torch-fidelity's default of 10 splits would score 100-image splits).
+    """
     subset = min(kid_subset_size, len(images), len(reference))
     metrics = torch_fidelity.calculate_metrics(
         input1=_Images(images), input2=_Images(reference), cuda=False, batch_size=1024,
-        isc=True, fid=True, kid=True, prc=True, feature_extractor=EXTRACTOR,
-        feature_extractor_weights_path=classifier_weights, kid_subset_size=subset,
+        isc=isc, fid=True, kid=True, prc=True, feature_extractor=extractor,
+        feature_extractor_weights_path=weights, kid_subset_size=subset,
         isc_splits=1, samples_shuffle=False, cache=False, save_cpu_ram=True, verbose=False,
     )
-    names = {"inception_score_mean": "is", "frechet_inception_distance": "fid",
-             "kernel_inception_distance_mean": "kid", "kernel_inception_distance_std": "kid_std",
-             "precision": "precision", "recall": "recall"}
-    return {short: float(metrics[key]) for key, short in names.items()}
+    return {short: float(metrics[key]) for key, short in NAMES.items() if key in metrics}
 
 
-def class_accuracy(images: Tensor, labels: Tensor, classifier_weights: str = DEFAULT_WEIGHTS) -> float:
-    """Fraction of `images` the embedded classifier assigns to their conditioning class."""
-    net = load_classifier(classifier_weights)
+def class_accuracy(images: Tensor, labels: Tensor, classifier_weights: str = digits_classifier.DEFAULT_WEIGHTS) -> float:
+    """Fraction of `images` the embedded digits classifier assigns to their conditioning class."""
+    net = digits_classifier.load_classifier(classifier_weights)
     with torch.no_grad():
         return (net(images.cpu()).argmax(-1) == labels.cpu()).float().mean().item()

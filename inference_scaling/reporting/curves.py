@@ -20,10 +20,12 @@ from omegaconf import OmegaConf
 
 from inference_scaling.reporting.records import METRICS, _atomic_write
 
-PLOTTED = [("verifier_score", "mean verifier score"), ("is", "IS"), ("fid", "FID"), ("kid", "KID"),
-           ("precision", "precision"), ("recall", "recall"), ("accuracy", "class accuracy")]
-COLUMNS = ["line", "nfe", "n_candidates", "verifier_score", "is", "fid", "kid", "precision", "recall", "accuracy",
-           "nfe_search_per_condition", "search_seconds", "job"]
+METRICS_SHOWN = [("accuracy", "accuracy"), ("count_accuracy", "count accuracy"),
+                 ("relation_accuracy", "relation accuracy"), ("checker_score", "mean checker score"),
+                 ("verifier_score", "mean verifier score (own)"), ("is", "IS"), ("fid", "FID"), ("kid", "KID"),
+                 ("precision", "precision"), ("recall", "recall")]
+COLUMNS = ["line", "nfe", "n_candidates", *[k for k, _ in METRICS_SHOWN], "nfe_search_per_condition",
+           "search_seconds", "job"]
 
 
 def collect(folder: Path) -> list[dict]:
@@ -33,19 +35,20 @@ def collect(folder: Path) -> list[dict]:
         job = metrics_file.parent
         metrics = json.loads(metrics_file.read_text())
         cfg = OmegaConf.load(job / "config.yaml")
-        line = (f"{cfg.search.name} / {cfg.verifier.name} / {cfg.model.name} {cfg.model.solver}-"
-                f"{cfg.model.search_steps}")
+        line = cfg.get("label") or (f"{cfg.search.name} / {cfg.verifier.name} / {cfg.model.name} "
+                                    f"{cfg.model.solver}-{cfg.model.search_steps}")
         rows.append({"line": line, **metrics, "job": str(job.relative_to(folder))})
     return sorted(rows, key=lambda r: (r["line"], r["nfe"]))
 
 
 def write_table(rows: list[dict], folder: Path) -> None:
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=COLUMNS, extrasaction="ignore")
+    columns = [c for c in COLUMNS if any(c in r for r in rows)]
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     _atomic_write(folder / "scaling.csv", text.getvalue().encode())
-    shown = [c for c in COLUMNS if c not in ("job", "search_seconds", "nfe_search_per_condition")]
+    shown = [c for c in columns if c not in ("job", "search_seconds", "nfe_search_per_condition")]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in shown) + " |")
@@ -64,24 +67,25 @@ def plot(rows: list[dict], folder: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plotted = [(k, t) for k, t in METRICS_SHOWN if any(k in r for r in rows)]
     columns = 4
-    rows_of_panels = -(-(len(PLOTTED) + 1) // columns)  # one spare panel holds the legend
+    rows_of_panels = -(-(len(plotted) + 1) // columns)  # one spare panel holds the legend
     fig, axes = plt.subplots(rows_of_panels, columns, figsize=(3.4 * columns, 3.0 * rows_of_panels), squeeze=False)
     lines = sorted({r["line"] for r in rows})
-    for ax, (key, title) in zip(axes.flat, PLOTTED):
+    for ax, (key, title) in zip(axes.flat, plotted):
         for line in lines:
             points = [(r["nfe"], r[key]) for r in rows if r["line"] == line and key in r]
             if points:
                 x, y = zip(*points)
                 ax.plot(x, y, marker="o", label=line)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("search NFEs per condition")
+        ax.set_xlabel("NFEs per sample (search)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(PLOTTED):]:
+    for ax in list(axes.flat)[len(plotted):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    axes.flat[-1].legend(handles, labels, loc="center", fontsize=8, title="search / verifier / model")
+    axes.flat[-1].legend(handles, labels, loc="center", fontsize=8, title="line")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

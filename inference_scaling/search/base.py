@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from inference_scaling.denoiser import Denoiser
+from inference_scaling.denoiser import Denoiser, x0_from_velocity
 from inference_scaling.noise import candidate_noise
+from inference_scaling.sampling import solver_nfe
 from inference_scaling.verifiers.base import Verifier
 
 
@@ -28,13 +31,33 @@ class SearchTask:
     verifier: Verifier
     max_batch_size: int
     device: str = "cpu"
+    prompts: Optional[list[str]] = None  # per condition, for verifiers that read text (`takes_prompts`)
 
     def noise(self, rows: Tensor, indices: Tensor) -> Tensor:
         """Noise of candidate `indices` for conditions at positions `rows`."""
         return candidate_noise(self.seed, self.condition_ids[rows], indices, self.noise_shape).to(self.device)
 
     def solve(self, x: Tensor, rows: Tensor) -> Tensor:
-        return self.solver(self.denoiser, x, self.sigmas, self.conds[rows].to(self.device))
+        """Solve on the search grid, in denoiser calls of at most `max_batch_size` rows."""
+        return torch.cat([
+            self.solver(self.denoiser, x[part], self.sigmas, self.conds[rows[part]].to(self.device))
+            for part in batches(len(rows), self.max_batch_size)
+        ])
+
+    def score(self, x: Tensor, rows: Tensor) -> Tensor:
+        """Verifier scores (on the CPU) of candidates `x` for the conditions at positions `rows`."""
+        if getattr(self.verifier, "takes_prompts", False):
+            cond = [self.prompts[r] for r in rows.tolist()]
+        else:
+            cond = self.conds[rows].to(x.device)
+        return self.verifier(x, cond).float().cpu()
+
+    def group_size(self, n: int) -> int:
+        """Candidates per verifier call: whole conditions (multiples of n) for set-level verifiers, which must
+        see all candidates of a condition at once; otherwise `max_batch_size`."""
+        if getattr(self.verifier, "set_level", False):
+            return max(n, self.max_batch_size // n * n)
+        return self.max_batch_size
 
 
 @dataclass
@@ -47,6 +70,9 @@ class SearchResult:
     candidate_scores: Tensor  # (C, N) every candidate's score
     n_candidates: int
     verifier_calls: int  # images scored
+    # Per condition, a JSON-ready record that re-renders the chosen sample from the seed alone (pivot history,
+    # noise indices along a path, particle ancestry); None where `chosen` names the noise (random search).
+    lineage: Optional[list[dict]] = None
 
 
 def batches(total: int, size: int) -> Iterator[slice]:
@@ -68,3 +94,94 @@ def keep_best(best: Tensor, images: Tensor, rows: Tensor, scores: Tensor, x: Ten
     won = improved.nonzero().squeeze(1)
     best[won] = batch_best[won]
     images[won] = x[first[won]]
+
+
+# Helpers for algorithms that stop, renoise and resume the sampler at intermediate noise levels.
+
+
+def evals_per_call(task: SearchTask) -> int:
+    """NFEs that one denoiser evaluation of one sample costs (2 under classifier-free guidance)."""
+    per_solve = solver_nfe(task.solver.__name__, task.sigmas)
+    assert task.cost_per_sample % per_solve == 0, f"cost_per_sample={task.cost_per_sample} is not a multiple of {per_solve}"
+    return task.cost_per_sample // per_solve
+
+
+def segment_sigmas(sigmas: Tensor, sigma_from: float, sigma_to: float) -> Tensor:
+    """The levels that solve from `sigma_from` down to `sigma_to`, never coarser than the search grid `sigmas`.
+
+    Steps are equal in grid position (the fractional step index along `sigmas`), so a segment follows the grid's
+    spacing (e.g. a shifted schedule), and the number of steps is the grid's count over that stretch rounded up;
+    the segment from 1 to 0 is `sigmas` itself.
+    """
+    assert 0.0 <= sigma_to < sigma_from <= 1.0, f"need 0 <= sigma_to < sigma_from <= 1, got {sigma_from}, {sigma_to}"
+    grid = sigmas.double().cpu().numpy()
+    position = np.arange(len(grid), dtype=np.float64)
+    t_from, t_to = np.interp([-sigma_from, -sigma_to], -grid, position)  # np.interp needs increasing abscissae
+    steps = max(1, math.ceil(t_to - t_from - 1e-9))
+    levels = torch.from_numpy(np.interp(np.linspace(t_from, t_to, steps + 1), position, grid))
+    levels[0], levels[-1] = sigma_from, sigma_to  # exact ends: the next segment starts where this one stops
+    return levels
+
+
+def segment_cost(task: SearchTask, sigma_from: float, sigma_to: float) -> int:
+    """NFEs per sample of one solve from `sigma_from` to `sigma_to` (guidance included)."""
+    return solver_nfe(task.solver.__name__, segment_sigmas(task.sigmas, sigma_from, sigma_to)) * evals_per_call(task)
+
+
+def solve_between(task: SearchTask, x: Tensor, rows: Tensor, sigma_from: float, sigma_to: float) -> Tensor:
+    """Solve states x at level `sigma_from` down to `sigma_to`, in denoiser calls of at most `max_batch_size` rows."""
+    grid = segment_sigmas(task.sigmas, sigma_from, sigma_to)
+    return torch.cat([task.solver(task.denoiser, x[part], grid, task.conds[rows[part]].to(x.device))
+                      for part in batches(len(rows), task.max_batch_size)])
+
+
+@torch.no_grad()
+def predict_x0(task: SearchTask, x: Tensor, rows: Tensor, sigma: float) -> Tensor:
+    """The x0-prediction x − σ·v at level σ: one (counted) denoiser evaluation per row, none at σ = 0."""
+    if sigma == 0.0:
+        return x
+    out = []
+    for part in batches(len(rows), task.max_batch_size):
+        levels = torch.full((len(rows[part]),), sigma, dtype=x.dtype, device=x.device)
+        out.append(x0_from_velocity(x[part], levels, task.denoiser(x[part], levels, task.conds[rows[part]].to(x.device))))
+    return torch.cat(out)
+
+
+def refuse_set_level(task: SearchTask, algorithm: str) -> None:
+    """Algorithms that compare scores from different verifier calls cannot use a set-level verifier (ranks
+    among one call's candidates, e.g. the ensemble): its scores are only comparable within a call."""
+    if getattr(task.verifier, "set_level", False):
+        raise ValueError(f"{algorithm} compares scores from different verifier calls; verifier "
+                         f"{getattr(task.verifier, 'name', type(task.verifier).__name__)!r} scores each call's "
+                         f"candidates relative to each other (set_level); use a per-image verifier")
+
+
+def renoise(x: Tensor, sigma: float, sigma_up: float, eps: Tensor) -> Tensor:
+    """The forward (noising) process of the linear interpolant from level σ up to σ' >= σ, with fresh noise ε'.
+
+    From x_σ = (1 − σ)·x0 + σ·ε, the Gaussian transition x_σ' = a·x_σ + b·ε' has the marginal
+    x_σ' = (1 − σ')·x0 + σ'·ε̃ exactly when a·(1 − σ) = 1 − σ' and (a·σ)² + b² = σ'², i.e.
+        a = (1 − σ') / (1 − σ),   b = sqrt(σ'² − (a·σ)²),
+    real for σ' >= σ (it is q(x_σ' | x_σ) of Kingma et al. 2021, VDM, eq. 2-4, with α = 1 − σ). At σ' = 1 it
+    returns ε' itself.
+    """
+    assert 0.0 <= sigma <= sigma_up <= 1.0 and sigma < 1.0, f"renoise needs 0 <= σ <= σ' <= 1, σ < 1; got {sigma}, {sigma_up}"
+    a = (1.0 - sigma_up) / (1.0 - sigma)
+    b = math.sqrt(max(sigma_up**2 - (a * sigma) ** 2, 0.0))
+    return a * x + b * eps
+
+
+def replay_path(task: SearchTask, entry: dict) -> Tensor:
+    """Re-render one condition's chosen sample from a renoised-path lineage (search over paths, FK steering).
+
+    `entry` holds the row, the initial noise index, the level the first solve stops at and, per round, the
+    levels (σ, σ + Δf, end) and the noise index of that round's renoising. Passing a task with another grid
+    re-renders the same path with that grid (the segments follow it).
+    """
+    rows = torch.tensor([entry["row"]])
+    assert int(task.condition_ids[rows]) == entry["condition_id"], "lineage entry belongs to another condition set"
+    x = solve_between(task, task.noise(rows, torch.tensor([entry["initial"]])), rows, 1.0, entry["sigma_start"])
+    for r in entry["rounds"]:
+        x = renoise(x, r["sigma"], r["sigma_up"], task.noise(rows, torch.tensor([r["noise"]])))
+        x = solve_between(task, x, rows, r["sigma_up"], r["sigma_down"])
+    return x

@@ -27,10 +27,10 @@ class RandomSearch:
         scores = torch.empty(c * n)
         best = torch.full((c,), float("-inf"))
         images = None
-        for part in tqdm(list(batches(c * n, task.max_batch_size)), desc="random search", disable=not self.progress,
+        for part in tqdm(list(batches(c * n, task.group_size(n))), desc="random search", disable=not self.progress,
                          mininterval=2.0, leave=False):
             x = task.solve(task.noise(rows[part], indices[part]), rows[part])
-            s = task.verifier(x, task.conds[rows[part]].to(x.device)).float().cpu()
+            s = task.score(x, rows[part])
             scores[part] = s
             if images is None:
                 images = torch.zeros(c, *x.shape[1:], dtype=x.dtype)

@@ -20,11 +20,16 @@ class ClassifierProb:
     """p(y = condition | image) under the classifier."""
 
     name = "classifier_prob"
+    benchmarks = ("digits",)  # conditions are digit classes
 
     def __init__(self, weights: str = DEFAULT_WEIGHTS, device: str = "cpu"):
         self.net = load_classifier(weights, device)
         self.device = device
         self.cost = VerifierCost()
+
+    @classmethod
+    def from_config(cls, cfg, device: str) -> "ClassifierProb":
+        return cls(cfg.weights, device)
 
     def logits(self, images: Tensor) -> Tensor:
         start = time.perf_counter()
