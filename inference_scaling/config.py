@@ -41,6 +41,35 @@ class SearchConfig:
 
 
 @dataclass
+class ZeroOrderConfig(SearchConfig):
+    n: int = 4  # N neighbours per iteration; K = (budget // cost − 1) // N
+    lam: float = 0.6  # λ: distance / ‖pivot‖ on the Gaussian shell, in (0, 2]
+
+
+@dataclass
+class PathsConfig(SearchConfig):
+    m: int = 2  # M noises per path and round; the beam width N comes from the budget
+    sigma_start: float = 0.5  # level the first solve stops at
+    delta_f: float = 0.1  # Δf: forward (noising) step up
+    delta_b: float = 0.35  # Δb: solve back down (> Δf)
+
+
+@dataclass
+class FKSteeringConfig(SearchConfig):
+    resamplings: int = 3
+    delta_f: float = 0.1  # fresh-noise renoising after each resampling
+    lam: float = 10.0  # potential temperature
+    potential: str = "diff"  # max | add | diff
+
+
+@dataclass
+class EvolutionaryConfig(SearchConfig):
+    population: int = 8
+    elites: int = 2
+    mutation: float = 0.5  # β: child = sqrt(1 − β²)·parent + β·ε
+
+
+@dataclass
 class BudgetConfig:
     nfe: int = MISSING  # search NFEs per condition (denoiser forward passes, guidance counted)
 
@@ -96,6 +125,9 @@ def register() -> None:
                         ("budget", BudgetConfig), ("logger", LoggerConfig), ("benchmark", BenchmarkConfig)]:
         cs.store(group=group, name=f"base_{group}", node=node)
     cs.store(group="benchmark", name="base_scenes_benchmark", node=ScenesBenchmarkConfig)
+    for name, node in [("zero_order", ZeroOrderConfig), ("paths", PathsConfig), ("fk_steering", FKSteeringConfig),
+                       ("evolutionary", EvolutionaryConfig)]:
+        cs.store(group="search", name=f"base_{name}", node=node)
     from inference_scaling.verifiers.aesthetic import AestheticConfig
     from inference_scaling.verifiers.clip_score import ClipScoreConfig
     from inference_scaling.verifiers.ensemble import EnsembleConfig
@@ -149,7 +181,25 @@ def validate(cfg: Config) -> int:
             except weights.WeightsError as err:
                 raise ConfigError(f"{key}: {err}") from None
     _check_components(cfg)
-    return check_budget(cfg.budget.nfe, search_cost(cfg.model))
+    return _check_search_plan(cfg)
+
+
+def _check_search_plan(cfg: Config) -> int:
+    """The search's free parameter for this budget, computed from the sampler alone (no model is loaded)."""
+    import torch
+
+    from inference_scaling.sampling import get_solver
+    from inference_scaling.search import SearchTask, build_search
+
+    check_budget(cfg.budget.nfe, search_cost(cfg.model))
+    try:
+        search = build_search(cfg.search)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    dry = SearchTask(denoiser=None, solver=get_solver(cfg.model.solver), sigmas=linear_sigmas(cfg.model.search_steps),
+                     cost_per_sample=search_cost(cfg.model), conds=torch.zeros(0), condition_ids=torch.zeros(0),
+                     noise_shape=(), seed=cfg.seed, verifier=None, max_batch_size=cfg.search.max_batch_size)
+    return search.plan(dry, cfg.budget.nfe)
 
 
 def _check_components(cfg: Config) -> None:

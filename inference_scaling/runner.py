@@ -40,11 +40,11 @@ MODELS: dict[str, Callable[..., LoadedModel]] = {"digits": load_embedded, "scene
 
 def run(cfg: Config) -> dict:
     """Search, render and evaluate one job; returns results (metrics, per-condition records, images)."""
-    n_candidates = validate(cfg)
+    validate(cfg)
     model = MODELS[cfg.model.name](cfg.model)
     benchmark = BENCHMARKS[cfg.benchmark.name](cfg.benchmark)
     verifier = build_verifier(cfg.verifier, device=cfg.model.device)
-    search = build_search(cfg.search.name, progress=cfg.progress)
+    search = build_search(cfg.search, progress=cfg.progress)
     conditions: Conditions = benchmark.conditions()
 
     counter = NFECounter(model.denoiser)
@@ -62,7 +62,6 @@ def run(cfg: Config) -> dict:
     n_cond = len(conditions.ids)
     nfe_search = counter.count / n_cond
     assert nfe_search <= cfg.budget.nfe, f"search spent {nfe_search} NFEs per condition, budget {cfg.budget.nfe}"
-    assert result.n_candidates == n_candidates
 
     # The paper renders the chosen noise with the (more expensive) final sampler.
     images = result.images
@@ -70,7 +69,10 @@ def run(cfg: Config) -> dict:
     all_rows = torch.arange(n_cond)
     if cfg.model.final_steps != cfg.model.search_steps:
         final_task = SearchTask(**{**task.__dict__, "sigmas": linear_sigmas(cfg.model.final_steps)})
-        images = final_task.solve(final_task.noise(all_rows, result.chosen), all_rows).cpu()
+        if result.lineage is not None:  # the chosen sample is a path of noises, not one initial noise
+            images = search.replay(final_task, result.lineage).cpu()
+        else:
+            images = final_task.solve(final_task.noise(all_rows, result.chosen), all_rows).cpu()
     nfe_final = counter.count / n_cond
     search_cost_record = verifier.cost.as_dict()
     final_scores = task.score(images, all_rows)
@@ -98,7 +100,8 @@ def run(cfg: Config) -> dict:
          "n_candidates": result.n_candidates, "nfe_search": nfe_search, "nfe_final": nfe_final}
         for c in range(n_cond)
     ]
-    return {"metrics": metrics, "records": records, "images": images, "prompts": conditions.prompts}
+    return {"metrics": metrics, "records": records, "images": images, "prompts": conditions.prompts,
+            "lineage": result.lineage}
 
 
 def counter_rate(nfes: float, seconds: float) -> float:

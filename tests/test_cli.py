@@ -30,6 +30,8 @@ SCENES_OPTIONS = {("model", "scenes"), ("benchmark", "scenes"), ("verifier", "sc
 @pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))])
 def test_every_config_option_composes_and_validates(config, group, option):
     base = SCENES if (group, option) in SCENES_OPTIONS else []
+    if group == "search":
+        base = ["budget.nfe=96"]  # the smallest budget some algorithms accept on the default sampler is 42
     cfg = config(*base, f"{group}={option}")
     assert validate(cfg) >= 1
     if group not in ("budget", "logger"):
@@ -61,7 +63,7 @@ def test_multirun_writes_records_and_scaling_figure(tmp_path):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("search=beam", "error: unknown search 'beam'; choose one of: random"),
+    ("search=beam", "error: unknown search 'beam'; choose one of: evolutionary, fk_steering, paths, random, zero_order"),
     ("verifier=clip", "error: unknown verifier 'clip'; choose one of: aesthetic, classifier_logit, classifier_prob, clip_score, ensemble, image_reward, llm_grader, scene_checker, scene_classifier"),
     ("budget.nfee=3", "error: unknown config key 'budget.nfee'; accepted keys in budget: nfe"),
     ("budget.nfe=abc", "error: bad override budget.nfe=abc: Value 'abc' of type 'str' could not be converted to Integer"),
@@ -80,6 +82,41 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, override, mes
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
     assert not (tmp_path / "sweep").exists() and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("search,budget", [("zero_order", 15), ("paths", 10), ("fk_steering", 10), ("evolutionary", 42)])
+def test_each_search_runs_end_to_end_and_records_its_lineage(tmp_path, search, budget):
+    proc = cli(f"search={search}", f"budget.nfe={budget}", "benchmark.per_class=1", "logger=none", "progress=false",
+               "model.final_steps=3", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0 < metrics["nfe_search_per_condition"] <= budget
+    # Rendered from the lineage with 3 Heun steps: 5 NFEs from one initial noise; a path that is renoised on
+    # the way (paths, FK steering) is re-solved segment by segment, which costs at least that.
+    if search in ("zero_order", "evolutionary"):
+        assert metrics["nfe_final_per_condition"] == 5
+    else:
+        assert metrics["nfe_final_per_condition"] >= 5
+    lineage = [json.loads(line) for line in (tmp_path / "run" / "lineage.jsonl").read_text().splitlines()]
+    assert [entry["condition_id"] for entry in lineage] == list(range(10))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("search=zero_order", "error: budget.nfe=12 buys 4 sample(s); zero-order search needs 1 + N = 5"),
+    ("search=evolutionary", "error: budget.nfe=12"),
+    ("search.n=0", "error: unknown config key 'search.n'"),
+])
+def test_search_plans_are_checked_before_any_job(tmp_path, override, message):
+    proc = cli(override, "budget.nfe=12", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[0].startswith(message), proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_algorithm_parameter_is_refused(tmp_path):
+    proc = cli("search=zero_order", "search.n=0", "budget.nfe=96", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: search.n=0 must be >= 1 neighbour per iteration", proc.stderr
 
 
 def test_one_sample_budget_follows_the_sampler(config):

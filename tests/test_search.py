@@ -99,5 +99,5 @@ def test_unknown_verifier_and_search_names():
 
     with pytest.raises(ValueError, match="unknown verifier 'clip'; choose one of: aesthetic, classifier_logit, classifier_prob, clip_score, ensemble, image_reward, llm_grader, scene_checker, scene_classifier"):
         build_verifier("clip")
-    with pytest.raises(ValueError, match="unknown search 'beam'; choose one of: random"):
+    with pytest.raises(ValueError, match="unknown search 'beam'; choose one of: evolutionary, fk_steering, paths, random, zero_order"):
         build_search("beam")

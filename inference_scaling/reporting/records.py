@@ -49,7 +49,8 @@ def image_grid_png(images: torch.Tensor, path: Path, labels: list[str] | None = 
 
 
 def write_job(out: Path, config_yaml: str, result: dict, save_images: bool) -> None:
-    """config.yaml, results.csv (one row per condition), samples.png, selected.safetensors, then metrics.json."""
+    """config.yaml, results.csv (one row per condition), lineage.jsonl (per condition, what replays the chosen
+    sample, for algorithms that record it), samples.png, selected.safetensors, then metrics.json."""
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write(out / "config.yaml", config_yaml.encode())
     text = io.StringIO()
@@ -57,6 +58,9 @@ def write_job(out: Path, config_yaml: str, result: dict, save_images: bool) -> N
     writer.writeheader()
     writer.writerows(result["records"])
     _atomic_write(out / "results.csv", text.getvalue().encode())
+    if result.get("lineage") is not None:
+        lines = (json.dumps({"condition_id": r["condition_id"], **entry}) for r, entry in zip(result["records"], result["lineage"]))
+        _atomic_write(out / "lineage.jsonl", ("\n".join(lines) + "\n").encode())
     if save_images:
         image_grid_png(result["images"], out / "samples.png", result["prompts"])
         tmp = out / f".selected.safetensors.tmp-{os.getpid()}"

@@ -162,8 +162,8 @@ def renoise(x: Tensor, sigma: float, sigma_up: float, eps: Tensor) -> Tensor:
     From x_σ = (1 − σ)·x0 + σ·ε, the Gaussian transition x_σ' = a·x_σ + b·ε' has the marginal
     x_σ' = (1 − σ')·x0 + σ'·ε̃ exactly when a·(1 − σ) = 1 − σ' and (a·σ)² + b² = σ'², i.e.
         a = (1 − σ') / (1 − σ),   b = sqrt(σ'² − (a·σ)²),
-    real for σ' >= σ (it is q(x_σ' | x_σ) of Kingma et al. 2021, VDM, eq. 2-4, with α = 1 − σ). At σ' = 1 it
-    returns ε' itself.
+    real for σ' >= σ (the transition q(x_t | x_s) of Kingma et al. 2021, Variational Diffusion Models, with
+    α = 1 − σ). At σ' = 1 it returns ε' itself.
     """
     assert 0.0 <= sigma <= sigma_up <= 1.0 and sigma < 1.0, f"renoise needs 0 <= σ <= σ' <= 1, σ < 1; got {sigma}, {sigma_up}"
     a = (1.0 - sigma_up) / (1.0 - sigma)
@@ -171,17 +171,32 @@ def renoise(x: Tensor, sigma: float, sigma_up: float, eps: Tensor) -> Tensor:
     return a * x + b * eps
 
 
-def replay_path(task: SearchTask, entry: dict) -> Tensor:
-    """Re-render one condition's chosen sample from a renoised-path lineage (search over paths, FK steering).
+def lineage_rows(task: SearchTask, lineage: list[dict]) -> Tensor:
+    """The condition positions that lineage entries name, checked against the task's condition ids."""
+    rows = torch.tensor([entry["row"] for entry in lineage])
+    ids = torch.tensor([entry["condition_id"] for entry in lineage])
+    assert torch.equal(task.condition_ids[rows].cpu(), ids), "lineage entries belong to another condition set"
+    return rows
 
-    `entry` holds the row, the initial noise index, the level the first solve stops at and, per round, the
-    levels (σ, σ + Δf, end) and the noise index of that round's renoising. Passing a task with another grid
-    re-renders the same path with that grid (the segments follow it).
+
+def _path_levels(entry: dict) -> tuple:
+    return entry["sigma_start"], [(r["sigma"], r["sigma_up"], r["sigma_down"]) for r in entry["rounds"]]
+
+
+def replay_path(task: SearchTask, lineage: list[dict]) -> Tensor:
+    """Re-render chosen samples from renoised-path lineage entries (search over paths, FK steering), batched.
+
+    An entry holds the row, the initial noise index, the level the first solve stops at and, per round, the
+    levels (σ, σ + Δf, end) and the noise index of that round's renoising; entries of one search share the
+    levels. Passing a task with another grid re-renders the same paths on that grid (the segments follow it).
     """
-    rows = torch.tensor([entry["row"]])
-    assert int(task.condition_ids[rows]) == entry["condition_id"], "lineage entry belongs to another condition set"
-    x = solve_between(task, task.noise(rows, torch.tensor([entry["initial"]])), rows, 1.0, entry["sigma_start"])
-    for r in entry["rounds"]:
-        x = renoise(x, r["sigma"], r["sigma_up"], task.noise(rows, torch.tensor([r["noise"]])))
-        x = solve_between(task, x, rows, r["sigma_up"], r["sigma_down"])
+    rows = lineage_rows(task, lineage)
+    first = lineage[0]
+    assert all(_path_levels(e) == _path_levels(first) for e in lineage), "entries replayed together share their levels"
+    x = solve_between(task, task.noise(rows, torch.tensor([e["initial"] for e in lineage])), rows, 1.0,
+                      first["sigma_start"])
+    for r, step in enumerate(first["rounds"]):
+        eps = task.noise(rows, torch.tensor([e["rounds"][r]["noise"] for e in lineage]))
+        x = solve_between(task, renoise(x, step["sigma"], step["sigma_up"], eps), rows, step["sigma_up"],
+                          step["sigma_down"])
     return x

@@ -19,8 +19,12 @@ class RandomSearch:
     def __init__(self, progress: bool = False):
         self.progress = progress
 
+    def plan(self, task: SearchTask, budget: int) -> int:
+        """N = budget // cost of one candidate; refuses a budget below one candidate."""
+        return check_budget(budget, task.cost_per_sample)
+
     def __call__(self, task: SearchTask, budget: int) -> SearchResult:
-        n = check_budget(budget, task.cost_per_sample)
+        n = self.plan(task, budget)
         c = len(task.condition_ids)
         rows = torch.arange(c).repeat_interleave(n)  # condition position of each flat pair
         indices = torch.arange(n).repeat(c)  # candidate index of each flat pair
