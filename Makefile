@@ -7,7 +7,7 @@ STAMP_TIME := $(shell date +%Y%m%d-%H%M%S)
 SWEEP ?= outputs/multirun/make-run-$(STAMP_TIME)
 DIGITS_SWEEP ?= outputs/multirun/digits-$(STAMP_TIME)
 
-.PHONY: install run run-digits test test-slow bench clean
+.PHONY: install run run-digits compare test test-slow bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ run: install
 run-digits: install
 	$(PY) -m inference_scaling -m budget.nfe=$(BUDGETS) hydra.sweep.dir=$(DIGITS_SWEEP)
 	$(PY) -m inference_scaling.reporting.curves $(DIGITS_SWEEP)
+
+# All search algorithms at equal NFE budgets on digits and scenes (experiments/compare_algorithms.sh).
+compare: install
+	PYTHON=$(PY) bash experiments/compare_algorithms.sh outputs/multirun/compare-$(STAMP_TIME) logger=none
 
 test: install
 	$(PY) -m pytest -q

@@ -1,11 +1,12 @@
-"""NFE throughput of random search against plain batched sampling of the same number of samples.
+"""NFE throughput of each search algorithm against plain batched sampling of the same model.
 
-    python experiments/bench_throughput.py [--per-class 100] [--budget 48] [--repeats 5] [--device cpu]
+    python experiments/bench_throughput.py [--per-class 100] [--budget 96] [--repeats 5] [--device cpu]
 
-Both sides run the same model, solver, grid and batch size; plain sampling draws all noise in one
-`torch.randn` call and does nothing between batches, the search also draws per-candidate noise from
-(seed, condition, index), scores every candidate with the verifier and keeps the best. Prints the median of
-`--repeats` alternating runs of each and their ratio (search / plain; 1.0 means the search loop costs nothing).
+Every side runs the same model, solver, grid and batch size. Plain sampling draws all noise in one
+`torch.randn` call and solves it in batches, nothing else; a search also draws its noises from
+(seed, condition, index), scores candidates with the verifier, keeps the best and (paths, FK steering)
+stops and renoises the sampler. Prints, per algorithm, the median NFE/s over `--repeats` runs alternating with
+plain sampling of as many NFEs, and the ratio (1.0 = the search loop costs nothing beyond its NFEs).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from inference_scaling.denoiser import GuidedDenoiser
 from inference_scaling.models.digits import NULL_CLASS, DigitsDenoiser, load_flow
 from inference_scaling.nfe import NFECounter
 from inference_scaling.sampling import heun, linear_sigmas, solver_nfe
-from inference_scaling.search import RandomSearch, SearchTask
+from inference_scaling.search import SEARCHES, SearchTask, build_search
 from inference_scaling.search.base import batches
 from inference_scaling.verifiers import build_verifier
 
@@ -29,11 +30,12 @@ from inference_scaling.verifiers import build_verifier
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=100)
-    parser.add_argument("--budget", type=int, default=48)
+    parser.add_argument("--budget", type=int, default=96)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--max-batch-size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--searches", default=",".join(SEARCHES))
     args = parser.parse_args()
 
     counter = NFECounter(DigitsDenoiser(load_flow(device=args.device)))
@@ -44,16 +46,12 @@ def main() -> None:
                       conds=labels, condition_ids=torch.arange(len(labels)), noise_shape=(1, 8, 8), seed=0,
                       verifier=build_verifier("classifier_prob", device=args.device),
                       max_batch_size=args.max_batch_size, device=args.device)
-    n = args.budget // task.cost_per_sample
-    flat_labels = labels.repeat_interleave(n).to(args.device)
 
-    def search() -> None:
-        RandomSearch()(task, args.budget)
-
-    def plain() -> None:
-        x = torch.randn(len(flat_labels), 1, 8, 8, device=args.device)
-        for part in batches(len(flat_labels), args.max_batch_size):
-            heun(denoiser, x[part], sigmas, flat_labels[part])
+    def plain(samples: int) -> None:
+        flat = labels.repeat(-(-samples // len(labels)))[:samples].to(args.device)
+        x = torch.randn(samples, 1, 8, 8, device=args.device)
+        for part in batches(samples, args.max_batch_size):
+            heun(denoiser, x[part], sigmas, flat[part])
 
     def timed(fn) -> tuple[float, int]:
         counter.count = 0
@@ -65,19 +63,23 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - start, counter.count
 
-    timed(plain), timed(search)  # warm-up
-    runs = {"search": [], "plain": []}
-    for _ in range(args.repeats):
-        for name, fn in (("plain", plain), ("search", search)):
-            seconds, nfes = timed(fn)
-            runs[name].append(nfes / seconds)
-    medians = {name: statistics.median(v) for name, v in runs.items()}
-    print(json.dumps({
-        "device": args.device, "threads": torch.get_num_threads(), "conditions": len(labels), "candidates": n,
-        "nfes_per_run": len(flat_labels) * task.cost_per_sample,
-        "plain_nfe_per_s": round(medians["plain"]), "search_nfe_per_s": round(medians["search"]),
-        "ratio_search_over_plain": round(medians["search"] / medians["plain"], 3),
-    }))
+    rows = []
+    for name in args.searches.split(","):
+        search = build_search(name)
+        _, nfes = timed(lambda: search(task, args.budget))  # warm-up, and the NFEs a run spends
+        samples = nfes // task.cost_per_sample
+        timed(lambda: plain(samples))
+        rates = {"search": [], "plain": []}
+        for _ in range(args.repeats):
+            for side, fn in (("plain", lambda: plain(samples)), ("search", lambda: search(task, args.budget))):
+                seconds, counted = timed(fn)
+                rates[side].append(counted / seconds)
+        median = {side: statistics.median(v) for side, v in rates.items()}
+        rows.append({"search": name, "nfes_per_run": nfes, "plain_nfe_per_s": round(median["plain"]),
+                     "search_nfe_per_s": round(median["search"]),
+                     "ratio_search_over_plain": round(median["search"] / median["plain"], 3)})
+        print(json.dumps({"device": args.device, "threads": torch.get_num_threads(), "conditions": len(labels),
+                          "budget": args.budget, **rows[-1]}), flush=True)
 
 
 if __name__ == "__main__":

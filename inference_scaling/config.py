@@ -130,12 +130,20 @@ def register() -> None:
         cs.store(group="search", name=f"base_{name}", node=node)
     from inference_scaling.verifiers.aesthetic import AestheticConfig
     from inference_scaling.verifiers.clip_score import ClipScoreConfig
+    from inference_scaling.verifiers.clip_zeroshot import ClipZeroShotConfig
+    from inference_scaling.verifiers.dino_linear import DinoLinearConfig
     from inference_scaling.verifiers.ensemble import EnsembleConfig
+    from inference_scaling.verifiers.fid_oracle import FidOracleConfig
     from inference_scaling.verifiers.image_reward import ImageRewardConfig
+    from inference_scaling.verifiers.inception_is import InceptionISConfig
+    from inference_scaling.verifiers.ssl_features import SslFeaturesConfig
     from inference_scaling.verifiers.llm_grader import LLMGraderConfig
 
     for name, node in [("llm_grader", LLMGraderConfig), ("clip_score", ClipScoreConfig), ("aesthetic", AestheticConfig),
-                       ("image_reward", ImageRewardConfig), ("ensemble", EnsembleConfig)]:
+                       ("image_reward", ImageRewardConfig), ("ensemble", EnsembleConfig),
+                       ("inception_is", InceptionISConfig), ("clip_zeroshot", ClipZeroShotConfig),
+                       ("dino_linear", DinoLinearConfig), ("fid_oracle", FidOracleConfig),
+                       ("ssl_features", SslFeaturesConfig)]:
         cs.store(group="verifier", name=f"base_{name}", node=node)
     if not OmegaConf.has_resolver("sample_cost"):
         # budget=one_sample: exactly one candidate of the model's search sampler, i.e. no search.
@@ -221,6 +229,9 @@ def _check_components(cfg: Config) -> None:
     if accepted is not None and benchmark.name not in accepted:
         raise ConfigError(f"verifier={cfg.verifier.name} does not score benchmark={benchmark.name}; "
                           f"it scores: {', '.join(accepted)}")
+    if getattr(VERIFIERS[cfg.verifier.name], "needs_x0", False) and cfg.search.name != "random":
+        raise ConfigError(f"verifier={cfg.verifier.name} reads the sampler's x0-predictions, which only search=random "
+                          f"passes so far; use search=random")
     try:
         benchmark.conditions()
     except ConditionError as err:

@@ -75,7 +75,10 @@ def run(cfg: Config) -> dict:
             images = final_task.solve(final_task.noise(all_rows, result.chosen), all_rows).cpu()
     nfe_final = counter.count / n_cond
     search_cost_record = verifier.cost.as_dict()
-    final_scores = task.score(images, all_rows)
+    if getattr(verifier, "needs_x0", False):  # its score needs the trajectory: keep the search's own score
+        final_scores = result.scores
+    else:
+        final_scores = task.score(images, all_rows)
 
     eval_start = time.perf_counter()
     metrics = benchmark.evaluate(images, conditions)
@@ -90,6 +93,8 @@ def run(cfg: Config) -> dict:
         verifier_calls=result.verifier_calls,
         verifier_forward_passes=search_cost_record["calls"],
         verifier_seconds=search_cost_record["seconds"],
+        **({"verifier_x0_sigma": float(task.sigmas[task.x0_step(verifier.sigma)]), "verifier_x0_extra_nfe": 0}
+           if getattr(verifier, "needs_x0", False) else {}),
         search_seconds=search_seconds,
         search_nfe_per_second=counter_rate(nfe_search * n_cond, search_seconds),
         eval_seconds=time.perf_counter() - eval_start,

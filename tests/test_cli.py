@@ -11,6 +11,7 @@ import pytest
 
 from inference_scaling.__main__ import CONF_DIR, precheck
 from inference_scaling.config import validate
+from inference_scaling.verifiers import VERIFIERS
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ["model", "verifier", "search", "budget", "logger", "benchmark"]
@@ -64,7 +65,7 @@ def test_multirun_writes_records_and_scaling_figure(tmp_path):
 
 @pytest.mark.parametrize("override,message", [
     ("search=beam", "error: unknown search 'beam'; choose one of: evolutionary, fk_steering, paths, random, zero_order"),
-    ("verifier=clip", "error: unknown verifier 'clip'; choose one of: aesthetic, classifier_logit, classifier_prob, clip_score, ensemble, image_reward, llm_grader, scene_checker, scene_classifier"),
+    ("verifier=clip", "error: unknown verifier 'clip'; choose one of: " + ", ".join(sorted(VERIFIERS))),
     ("budget.nfee=3", "error: unknown config key 'budget.nfee'; accepted keys in budget: nfe"),
     ("budget.nfe=abc", "error: bad override budget.nfe=abc: Value 'abc' of type 'str' could not be converted to Integer"),
     ("budget.nfe=0", "error: budget.nfe=0 must be a positive number of NFEs per condition"),

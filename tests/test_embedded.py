@@ -49,3 +49,23 @@ def test_final_sampler_renders_the_chosen_noise_and_replays(config):
     record = result["records"][5]
     again = replay(cfg, 5, record["chosen_index"])
     assert torch.allclose(again[0], result["images"][5], atol=1e-5)
+
+
+def test_fid_oracle_search_lowers_fid(config):
+    """The FID-oracle (set-level: one call scores every condition's candidates) lowers evaluation FID with budget,
+    where the IS-oracle raises it."""
+    runs = [run(config("logger=none", "progress=false", "benchmark.per_class=30", "verifier=fid_oracle",
+                       f"budget.nfe={b}"))["metrics"] for b in (3, 12)]
+    assert runs[1]["fid"] < runs[0]["fid"]
+    assert runs[1]["verifier_score"] > runs[0]["verifier_score"]
+
+
+def test_self_supervised_verifier_reads_x0_at_no_extra_cost(config):
+    """ssl_features on digits features: scores the x0-prediction at the grid level nearest σ against the final
+    sample; its own score rises with budget and the search spends exactly N candidates' NFEs."""
+    cfg = ["logger=none", "progress=false", "benchmark.per_class=20", "verifier=ssl_features",
+           "verifier.features=digits", "model.search_steps=4"]
+    runs = [run(config(*cfg, f"budget.nfe={b}"))["metrics"] for b in (7, 28)]
+    assert runs[0]["verifier_score"] < runs[1]["verifier_score"] <= 1.0
+    assert runs[1]["nfe_search_per_condition"] == 28 and runs[1]["verifier_x0_extra_nfe"] == 0
+    assert runs[1]["verifier_x0_sigma"] == 0.5  # 4 steps: levels 1, .75, .5, .25; nearest to 0.4 is 0.5

@@ -46,6 +46,14 @@ def test_learned_verifier_score_rises_with_budget(config):
     assert own[0] < own[1] < own[2], own
 
 
+@pytest.mark.parametrize("search,budget", [("random", 14), ("zero_order", 35), ("paths", 40), ("fk_steering", 40),
+                                           ("evolutionary", 98)])
+def test_every_search_runs_on_scenes(config, search, budget):
+    m = metrics(config, f"search={search}", f"budget.nfe={budget}", "verifier=scene_checker", "benchmark.per_class=1")
+    assert 0 < m["nfe_search_per_condition"] <= budget
+    assert m["n_conditions"] == 12 and 0.0 <= m["accuracy"] <= 1.0
+
+
 def test_prompts_select_conditions(config):
     cfg = config(*SCENES, "benchmark.prompts=['3 blocks, most on the left','1 block, most on the right']",
                  "benchmark.per_class=2", "budget.nfe=7", "verifier=scene_checker")

@@ -259,7 +259,8 @@ class SetLevel:
         self.cost = verifier.cost
         self.sizes: list[int] = []
 
-    def __call__(self, images, cond):
+    def __call__(self, images, cond, groups):
+        assert len(groups) == len(images)  # set-level verifiers are told which candidates share a condition
         self.sizes.append(len(images))
         return self.verifier(images, cond)
 

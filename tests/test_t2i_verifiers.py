@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
-from transformers import (BertTokenizer, BlipTextConfig, BlipVisionConfig, CLIPConfig, CLIPImageProcessor,
-                          CLIPModel, CLIPTokenizer)
+from tiny_models import tiny_clip
+from transformers import BertTokenizer, BlipTextConfig, BlipVisionConfig, CLIPImageProcessor
 
 from inference_scaling.verifiers._images import check_inputs, resize_center_crop, to_model_input
 from inference_scaling.verifiers.aesthetic import Aesthetic, AestheticConfig, ScoreMLP, load_head, resolve_file
@@ -48,27 +48,9 @@ def images(n: int = 8, h: int = 40, w: int = 48, seed: int = 0) -> torch.Tensor:
 
 # ---------- tiny networks ----------
 
-def tiny_clip_tokenizer() -> CLIPTokenizer:
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in "abcdefghijklmnopqrstuvwxyz0123456789":
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[])
-
-
 @pytest.fixture(scope="module")
 def clip_encoder() -> ClipEncoder:
-    tokenizer = tiny_clip_tokenizer()
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    with torch.random.fork_rng():  # a seeded random init that leaves the global stream alone
-        torch.manual_seed(0)
-        model = CLIPModel(config)
+    model, tokenizer = tiny_clip()
     encoder = ClipEncoder(model, tokenizer)
     # A random CLIP embeds all images near one direction and all texts near another; where these point apart,
     # every CLIP-S clamps to 0 and the tests below could not fail. Flip the text side to make cosines positive.

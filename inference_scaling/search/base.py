@@ -44,17 +44,40 @@ class SearchTask:
             for part in batches(len(rows), self.max_batch_size)
         ])
 
-    def score(self, x: Tensor, rows: Tensor) -> Tensor:
-        """Verifier scores (on the CPU) of candidates `x` for the conditions at positions `rows`."""
+    def x0_step(self, sigma: float) -> int:
+        """The step of the search grid whose level is nearest `sigma` (where x0-predictions are read)."""
+        return int((self.sigmas[:-1] - sigma).abs().argmin())
+
+    def solve_with_x0(self, x: Tensor, rows: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+        """`solve`, also returning each sample's x0-prediction at the grid level nearest `sigma`. It costs no
+        extra NFE: it is the prediction of the denoiser evaluation that step makes anyway."""
+        step, finals, early = self.x0_step(sigma), [], []
+        for part in batches(len(rows), self.max_batch_size):
+            seen: list[Tensor] = []
+            finals.append(self.solver(self.denoiser, x[part], self.sigmas, self.conds[rows[part]].to(self.device),
+                                      callback=lambda s: seen.append(s.x0) if s.index == step else None))
+            early.append(seen[0])
+        return torch.cat(finals), torch.cat(early)
+
+    def score(self, x: Tensor, rows: Tensor, x0: Optional[Tensor] = None) -> Tensor:
+        """Verifier scores (on the CPU) of candidates `x` for the conditions at positions `rows`; a set-level
+        verifier is told which candidates belong to the same condition, a self-supervised one gets `x0`."""
         if getattr(self.verifier, "takes_prompts", False):
             cond = [self.prompts[r] for r in rows.tolist()]
         else:
             cond = self.conds[rows].to(x.device)
+        if getattr(self.verifier, "set_level", False):
+            return self.verifier(x, cond, groups=rows).float().cpu()
+        if getattr(self.verifier, "needs_x0", False):
+            return self.verifier(x, cond, x0=x0).float().cpu()
         return self.verifier(x, cond).float().cpu()
 
     def group_size(self, n: int) -> int:
-        """Candidates per verifier call: whole conditions (multiples of n) for set-level verifiers, which must
-        see all candidates of a condition at once; otherwise `max_batch_size`."""
+        """Candidates per verifier call: every candidate for verifiers that score the whole selected set (the
+        FID-oracle), whole conditions (multiples of n) for set-level verifiers that rank within a condition,
+        otherwise `max_batch_size`. Denoiser calls stay within `max_batch_size` either way (see `solve`)."""
+        if getattr(self.verifier, "needs_all_conditions", False):
+            return n * len(self.condition_ids)
         if getattr(self.verifier, "set_level", False):
             return max(n, self.max_batch_size // n * n)
         return self.max_batch_size

@@ -33,8 +33,13 @@ class RandomSearch:
         images = None
         for part in tqdm(list(batches(c * n, task.group_size(n))), desc="random search", disable=not self.progress,
                          mininterval=2.0, leave=False):
-            x = task.solve(task.noise(rows[part], indices[part]), rows[part])
-            s = task.score(x, rows[part])
+            noise = task.noise(rows[part], indices[part])
+            if getattr(task.verifier, "needs_x0", False):  # a self-supervised verifier: x0-prediction at its σ
+                x, x0 = task.solve_with_x0(noise, rows[part], task.verifier.sigma)
+                s = task.score(x, rows[part], x0=x0)
+            else:
+                x = task.solve(noise, rows[part])
+                s = task.score(x, rows[part])
             scores[part] = s
             if images is None:
                 images = torch.zeros(c, *x.shape[1:], dtype=x.dtype)

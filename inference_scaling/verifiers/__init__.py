@@ -2,7 +2,8 @@
 
 Each class has `from_config(cfg, device)`, a `cost` record, and optionally `benchmarks` (the benchmarks
 whose condition rows it understands; absent: any), `takes_prompts` (it reads the conditions' text prompts)
-and `set_level` (a call must hold all candidates of each condition).
+`set_level` (a call must hold all candidates of each condition) and `needs_x0` (it also reads the sampler's
+x0-prediction at its `sigma`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,16 @@ from inference_scaling.verifiers.aesthetic import Aesthetic
 from inference_scaling.verifiers.base import Verifier, VerifierCost
 from inference_scaling.verifiers.classifier import ClassifierLogit, ClassifierProb
 from inference_scaling.verifiers.clip_score import ClipScore
+from inference_scaling.verifiers.clip_zeroshot import ClipZeroShot
+from inference_scaling.verifiers.dino_linear import DinoLinear
 from inference_scaling.verifiers.ensemble import Ensemble
+from inference_scaling.verifiers.fid_oracle import FidOracle
 from inference_scaling.verifiers.image_reward import ImageReward
+from inference_scaling.verifiers.inception_is import InceptionIS
 from inference_scaling.verifiers.llm_grader import LLMGrader
 from inference_scaling.verifiers.scene_checker import SceneChecker
 from inference_scaling.verifiers.scene_classifier import SceneClassifierVerifier
+from inference_scaling.verifiers.ssl_features import SslFeatures
 
 VERIFIERS: dict[str, type] = {
     "classifier_prob": ClassifierProb,
@@ -27,6 +33,11 @@ VERIFIERS: dict[str, type] = {
     "aesthetic": Aesthetic,
     "image_reward": ImageReward,
     "ensemble": Ensemble,
+    "inception_is": InceptionIS,
+    "clip_zeroshot": ClipZeroShot,
+    "dino_linear": DinoLinear,
+    "fid_oracle": FidOracle,
+    "ssl_features": SslFeatures,
 }
 
 

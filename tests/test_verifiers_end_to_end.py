@@ -1,0 +1,101 @@
+"""Verifiers end to end: random search on the embedded digits model with tiny local networks or a local
+OpenAI-compatible server standing in for real checkpoints and APIs."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from tiny_models import tiny_clip
+
+from inference_scaling.runner import run
+from inference_scaling.verifiers.aesthetic import ScoreMLP
+
+DIGITS = ("logger=none", "progress=false", "benchmark.per_class=2", "budget.nfe=9")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clip")
+    model, tokenizer = tiny_clip(layers=1)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def scores_vary(result) -> bool:
+    return len({round(r["search_score"], 6) for r in result["records"]}) > 1
+
+
+def test_clip_score_end_to_end(config, tiny_clip_folder):
+    result = run(config(*DIGITS, "verifier=clip_score", f"verifier.clip={tiny_clip_folder}"))
+    assert result["metrics"]["n_candidates"] == 3 and scores_vary(result)
+    assert all(r["search_score"] >= 0 for r in result["records"])  # 2.5·max(cos, 0)
+
+
+def test_aesthetic_end_to_end(config, tiny_clip_folder, tmp_path):
+    torch.manual_seed(1)
+    head = tmp_path / "head.safetensors"
+    save_file(ScoreMLP(16).state_dict(), str(head))
+    result = run(config(*DIGITS, "verifier=aesthetic", f"verifier.clip={tiny_clip_folder}",
+                        f"verifier.weights={head}", "verifier.input_size=16"))
+    assert scores_vary(result)
+
+
+def test_clip_zeroshot_end_to_end(config, tiny_clip_folder):
+    result = run(config(*DIGITS, "verifier=clip_zeroshot", f"verifier.clip={tiny_clip_folder}",
+                        "verifier.class_names=[zero,one,two,three,four,five,six,seven,eight,nine]"))
+    assert scores_vary(result)
+
+
+class _Grader(BaseHTTPRequestHandler):
+    """A chat-completions endpoint grading each image by a hash of its bytes, and recording the key it saw."""
+
+    seen_keys: list = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Grader.seen_keys.append(self.headers.get("Authorization"))
+        image = next(p["image_url"]["url"] for p in body["messages"][-1]["content"] if p["type"] == "image_url")
+        value = int(hashlib.sha256(image.encode()).hexdigest(), 16) % 11
+        aspects = ["accuracy_to_prompt", "originality", "visual_quality", "internal_consistency", "emotional_resonance"]
+        reply = {"choices": [{"message": {"role": "assistant", "content": json.dumps({a: value for a in aspects})}}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_llm_grader_end_to_end_through_the_cli_and_the_key_is_never_written(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Grader)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    secret = "sk-test-0123456789-never-write-me"
+    try:
+        env = {**os.environ, "OPENAI_API_KEY": secret, "WANDB_SILENT": "true", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "inference_scaling", *DIGITS[1:], "logger=wandb", "verifier=llm_grader",
+             f"verifier.base_url=http://127.0.0.1:{server.server_address[1]}/v1", "verifier.min_side=16",
+             f"verifier.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"],
+            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stderr
+    assert f"Bearer {secret}" in _Grader.seen_keys
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_candidates"] == 3 and metrics["verifier_forward_passes"] == 60  # 20 conditions × 3, one request each
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "metrics.json" for p in written) and any("wandb" in p.parts for p in written)
+    assert all(secret.encode() not in p.read_bytes() for p in written)
+    assert secret not in proc.stdout + proc.stderr
