@@ -37,12 +37,17 @@ class SearchTask:
         """Noise of candidate `indices` for conditions at positions `rows`."""
         return candidate_noise(self.seed, self.condition_ids[rows], indices, self.noise_shape).to(self.device)
 
-    def solve(self, x: Tensor, rows: Tensor) -> Tensor:
-        """Solve on the search grid, in denoiser calls of at most `max_batch_size` rows."""
+    def solve_on(self, grid: Tensor, x: Tensor, rows: Tensor, callback=None) -> Tensor:
+        """Solve states x (at grid[0]) for the conditions at positions `rows` down to grid[-1], in denoiser calls
+        of at most `max_batch_size` rows; `callback` sees every step of every call, in row order."""
         return torch.cat([
-            self.solver(self.denoiser, x[part], self.sigmas, self.conds[rows[part]].to(self.device))
+            self.solver(self.denoiser, x[part], grid, self.conds[rows[part]].to(self.device), callback)
             for part in batches(len(rows), self.max_batch_size)
         ])
+
+    def solve(self, x: Tensor, rows: Tensor) -> Tensor:
+        """Solve initial noises on the search grid."""
+        return self.solve_on(self.sigmas, x, rows)
 
     def x0_step(self, sigma: float) -> int:
         """The step of the search grid whose level is nearest `sigma` (where x0-predictions are read)."""
@@ -51,13 +56,9 @@ class SearchTask:
     def solve_with_x0(self, x: Tensor, rows: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
         """`solve`, also returning each sample's x0-prediction at the grid level nearest `sigma`. It costs no
         extra NFE: it is the prediction of the denoiser evaluation that step makes anyway."""
-        step, finals, early = self.x0_step(sigma), [], []
-        for part in batches(len(rows), self.max_batch_size):
-            seen: list[Tensor] = []
-            finals.append(self.solver(self.denoiser, x[part], self.sigmas, self.conds[rows[part]].to(self.device),
-                                      callback=lambda s: seen.append(s.x0) if s.index == step else None))
-            early.append(seen[0])
-        return torch.cat(finals), torch.cat(early)
+        step, seen = self.x0_step(sigma), []
+        final = self.solve_on(self.sigmas, x, rows, callback=lambda s: seen.append(s.x0) if s.index == step else None)
+        return final, torch.cat(seen)
 
     def score(self, x: Tensor, rows: Tensor, x0: Optional[Tensor] = None) -> Tensor:
         """Verifier scores (on the CPU) of candidates `x` for the conditions at positions `rows`; a set-level
@@ -153,9 +154,7 @@ def segment_cost(task: SearchTask, sigma_from: float, sigma_to: float) -> int:
 
 def solve_between(task: SearchTask, x: Tensor, rows: Tensor, sigma_from: float, sigma_to: float) -> Tensor:
     """Solve states x at level `sigma_from` down to `sigma_to`, in denoiser calls of at most `max_batch_size` rows."""
-    grid = segment_sigmas(task.sigmas, sigma_from, sigma_to)
-    return torch.cat([task.solver(task.denoiser, x[part], grid, task.conds[rows[part]].to(x.device))
-                      for part in batches(len(rows), task.max_batch_size)])
+    return task.solve_on(segment_sigmas(task.sigmas, sigma_from, sigma_to), x, rows)
 
 
 @torch.no_grad()
