@@ -75,7 +75,8 @@ def run(cfg: Config) -> dict:
             images = final_task.solve(final_task.noise(all_rows, result.chosen), all_rows).cpu()
     nfe_final = counter.count / n_cond
     search_cost_record = verifier.cost.as_dict()
-    if getattr(verifier, "needs_x0", False):  # its score needs the trajectory: keep the search's own score
+    if getattr(verifier, "needs_x0", False) or getattr(verifier, "set_level", False):
+        # The score needs the trajectory, or is relative to the other candidates: keep the search's own score.
         final_scores = result.scores
     else:
         final_scores = task.score(images, all_rows)

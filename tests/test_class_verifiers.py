@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
-from tiny_models import tiny_clip
+from tiny_models import random_inception_weights, tiny_clip
 
 from inference_scaling.datasets import DIGIT_NAMES, load_digits, to_uint8
 from inference_scaling.evaluation import reference_stats
@@ -55,27 +55,7 @@ def perturbed(module: nn.Module, seed: int, scale: float = 0.1) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def inception_weights(tmp_path_factory) -> str:
-    """torch-fidelity's InceptionV3 with random weights, its BatchNorm statistics calibrated on random images (else
-    every activation vanishes), saved as a state dict like the published file."""
-    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(tf_inception, "load_state_dict_from_url", lambda *args, **kwargs: {})
-    mp.setattr(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state, *a, **k: None)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        net = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["logits_unbiased"])
-    mp.undo()
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None  # cumulative average over the calibration batch
-            m.reset_running_stats()
-    net.train()
-    with torch.no_grad():
-        net(to_uint8(images(3, seed=10)))
-    path = tmp_path_factory.mktemp("inception") / "weights-inception-random.pth"
-    torch.save(net.state_dict(), path)
-    return str(path)
+    return random_inception_weights(tmp_path_factory.mktemp("inception") / "weights-inception-random.pth")
 
 
 @pytest.fixture(scope="module")

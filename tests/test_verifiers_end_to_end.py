@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_models import tiny_clip
+from tiny_models import random_inception_weights, tiny_clip
 
 from inference_scaling.runner import run
 from inference_scaling.verifiers.aesthetic import ScoreMLP
@@ -52,6 +52,26 @@ def test_clip_zeroshot_end_to_end(config, tiny_clip_folder):
     result = run(config(*DIGITS, "verifier=clip_zeroshot", f"verifier.clip={tiny_clip_folder}",
                         "verifier.class_names=[zero,one,two,three,four,five,six,seven,eight,nine]"))
     assert scores_vary(result)
+
+
+def test_ensemble_end_to_end_ranks_within_each_condition(config, tiny_clip_folder, tmp_path):
+    torch.manual_seed(2)
+    head = tmp_path / "head.safetensors"
+    save_file(ScoreMLP(16).state_dict(), str(head))
+    result = run(config(*DIGITS, "verifier=ensemble", "~verifier.members.image_reward",
+                        f"verifier.clip_score.clip={tiny_clip_folder}", f"verifier.aesthetic.clip={tiny_clip_folder}",
+                        f"verifier.aesthetic.weights={head}", "verifier.aesthetic.input_size=16"))
+    # Mean rank among a condition's 3 candidates: the winner's is between 1 and 2 (rank 0 = worst).
+    assert all(1.0 <= r["search_score"] <= 2.0 for r in result["records"]), result["records"]
+    assert all(r["final_score"] == r["search_score"] for r in result["records"])  # ranks need the candidates
+
+
+def test_inception_is_end_to_end(config, tmp_path):
+    weights = random_inception_weights(tmp_path / "inception.pth")
+    result = run(config("logger=none", "progress=false", "benchmark.per_class=1", "budget.nfe=6",
+                        "verifier=inception_is", f"verifier.weights={weights}", "verifier.batch_size=32"))
+    assert result["metrics"]["n_candidates"] == 2
+    assert all(0.0 <= r["search_score"] <= 1.0 for r in result["records"]) and scores_vary(result)
 
 
 class _Grader(BaseHTTPRequestHandler):

@@ -1,7 +1,13 @@
 """Tiny randomly initialised networks built from configs, standing in for hub checkpoints in tests."""
 
+from pathlib import Path
+
+import pytest
 import torch
+from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+from inference_scaling.datasets import to_uint8
 
 CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789.,"
 
@@ -28,3 +34,27 @@ def tiny_clip(seed: int = 0, layers: int = 2) -> tuple[CLIPModel, CLIPTokenizer]
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return CLIPModel(config).eval(), tokenizer
+
+
+def random_inception_weights(path: Path) -> str:
+    """torch-fidelity's InceptionV3 with random weights, its BatchNorm statistics calibrated on random images (else
+    every activation vanishes), saved as a state dict like the published file."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(tf_inception, "load_state_dict_from_url", lambda *args, **kwargs: {})
+    mp.setattr(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state, *a, **k: None)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["logits_unbiased"])
+        calibration = torch.rand(3, 3, 16, 16) * 2 - 1
+    mp.undo()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batch
+            m.reset_running_stats()
+    net.train()
+    with torch.no_grad():
+        net(to_uint8(calibration))
+    torch.save(net.state_dict(), path)
+    return str(path)
