@@ -74,6 +74,20 @@ def test_inception_is_end_to_end(config, tmp_path):
     assert all(0.0 <= r["search_score"] <= 1.0 for r in result["records"]) and scores_vary(result)
 
 
+def test_dino_linear_end_to_end(config, tmp_path):
+    """Full-size ViT-S/14 with random weights and a random 10-class head, loaded from local files."""
+    import timm
+
+    torch.manual_seed(5)
+    backbone = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=224, num_classes=0)
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(tmp_path / "backbone.safetensors"))
+    save_file({"weight": torch.randn(10, 768) * 0.05, "bias": torch.zeros(10)}, str(tmp_path / "head.safetensors"))
+    result = run(config("logger=none", "progress=false", "benchmark.per_class=1", "budget.nfe=6", "verifier=dino_linear",
+                        f"verifier.weights={tmp_path / 'head.safetensors'}",
+                        f"verifier.backbone_weights={tmp_path / 'backbone.safetensors'}"))
+    assert result["metrics"]["n_candidates"] == 2 and scores_vary(result)
+
+
 class _Grader(BaseHTTPRequestHandler):
     """A chat-completions endpoint grading each image by a hash of its bytes, and recording the key it saw."""
 
