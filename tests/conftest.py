@@ -1,4 +1,5 @@
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -17,3 +18,13 @@ def make_config(*overrides: str):
 @pytest.fixture
 def config():
     return make_config
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks run fastest on one thread, and are then not slowed down by other work on the machine:
+    on a busy 2-core machine a descheduled intra-op thread stalls every parallel region."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

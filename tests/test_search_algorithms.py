@@ -25,14 +25,7 @@ ALGORITHMS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The 8×8 model's batches are too small to gain from intra-op threads, and on a busy 2-core machine a
-    descheduled thread stalls every parallel region (this file: ~8 s with one thread, up to 100 s with two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

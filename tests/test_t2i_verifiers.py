@@ -32,13 +32,7 @@ MLP_LAYERS = (0, 2, 4, 6, 7)  # Linear layers of the published aesthetic / Image
 MLP_WIDTHS = (1024, 128, 64, 16, 1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread, and are then not slowed down by other work on the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(n: int = 8, h: int = 40, w: int = 48, seed: int = 0) -> torch.Tensor:
