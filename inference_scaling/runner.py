@@ -94,6 +94,7 @@ def run(cfg: Config) -> dict:
         verifier_calls=result.verifier_calls,
         verifier_forward_passes=search_cost_record["calls"],
         verifier_seconds=search_cost_record["seconds"],
+        verifier_failed=search_cost_record["failed"],
         **({"verifier_x0_sigma": float(task.sigmas[task.x0_step(verifier.sigma)]), "verifier_x0_extra_nfe": 0}
            if getattr(verifier, "needs_x0", False) else {}),
         search_seconds=search_seconds,
@@ -106,6 +107,10 @@ def run(cfg: Config) -> dict:
          "n_candidates": result.n_candidates, "nfe_search": nfe_search, "nfe_final": nfe_final}
         for c in range(n_cond)
     ]
+    if final_scores is not result.scores and hasattr(verifier, "last_records"):
+        # A verifier that reports per image (the LLM grader: ok / cached / failed: reason) on the chosen samples.
+        for record, status in zip(records, verifier.last_records):
+            record["verifier_status"] = status["status"]
     return {"metrics": metrics, "records": records, "images": images, "prompts": conditions.prompts,
             "lineage": result.lineage}
 

@@ -1,6 +1,7 @@
 """Verifiers end to end: random search on the embedded digits model with tiny local networks or a local
 OpenAI-compatible server standing in for real checkpoints and APIs."""
 
+import csv
 import hashlib
 import json
 import os
@@ -99,7 +100,8 @@ class _Grader(BaseHTTPRequestHandler):
         image = next(p["image_url"]["url"] for p in body["messages"][-1]["content"] if p["type"] == "image_url")
         value = int(hashlib.sha256(image.encode()).hexdigest(), 16) % 11
         aspects = ["accuracy_to_prompt", "originality", "visual_quality", "internal_consistency", "emotional_resonance"]
-        reply = {"choices": [{"message": {"role": "assistant", "content": json.dumps({a: value for a in aspects})}}]}
+        content = json.dumps({a: value for a in aspects}) if value else "I would rather not say."  # some fail
+        reply = {"choices": [{"message": {"role": "assistant", "content": content}}]}
         data = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -121,6 +123,7 @@ def test_llm_grader_end_to_end_through_the_cli_and_the_key_is_never_written(tmp_
         proc = subprocess.run(
             [sys.executable, "-m", "inference_scaling", *DIGITS[1:], "logger=wandb", "verifier=llm_grader",
              f"verifier.base_url=http://127.0.0.1:{server.server_address[1]}/v1", "verifier.min_side=16",
+             "verifier.max_retries=1", "verifier.backoff_s=0.01",
              f"verifier.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"],
             capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     finally:
@@ -128,7 +131,12 @@ def test_llm_grader_end_to_end_through_the_cli_and_the_key_is_never_written(tmp_
     assert proc.returncode == 0, proc.stderr
     assert f"Bearer {secret}" in _Grader.seen_keys
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["n_candidates"] == 3 and metrics["verifier_forward_passes"] == 60  # 20 conditions × 3, one request each
+    # Ungradable candidates (malformed answers, retried once) are scored -inf and counted; the run goes on.
+    failed = metrics["verifier_failed"]
+    assert metrics["n_candidates"] == 3 and 0 < failed < 60
+    assert metrics["verifier_forward_passes"] == 60 + failed  # one request per candidate, one retry per failure
+    statuses = {row["verifier_status"] for row in csv.DictReader((tmp_path / "run" / "results.csv").open())}
+    assert "cached" in statuses and all(s == "cached" or s.startswith("failed") for s in statuses), statuses
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "metrics.json" for p in written) and any("wandb" in p.parts for p in written)
     assert all(secret.encode() not in p.read_bytes() for p in written)

@@ -12,11 +12,13 @@ Conditions = Union[Tensor, Sequence[str]]  # class indices (B,) or prompts, one 
 
 @dataclass
 class VerifierCost:
-    """What a verifier has spent so far: forward passes or API calls, images scored, wall time."""
+    """What a verifier has spent so far: forward passes or API calls, images scored, wall time, and images it
+    could not score (given the lowest score instead)."""
 
     calls: int = 0
     images: int = 0
     seconds: float = 0.0
+    failed: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)

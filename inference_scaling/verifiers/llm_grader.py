@@ -219,6 +219,7 @@ class LLMGrader:
         # A key repeated in one batch was requested once; its requests count once.
         self.cost.calls += sum(requests for _, requests in fresh.values())
         self.cost.images += len(keys)
+        self.cost.failed += sum(r["status"].startswith("failed") for r in self.last_records)
         self.cost.seconds += time.perf_counter() - start
         return torch.tensor([r["score"] for r in self.last_records], dtype=torch.float32)
 
