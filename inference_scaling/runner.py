@@ -12,9 +12,9 @@ from typing import Any, Callable
 import torch
 
 from inference_scaling.benchmarks import BENCHMARKS, Conditions
-from inference_scaling.models.flow_mlp import FlowDenoiser, load_flow
 from inference_scaling.config import Config, search_cost, validate
 from inference_scaling.denoiser import GuidedDenoiser
+from inference_scaling.models.flow_mlp import FlowDenoiser, load_flow
 from inference_scaling.nfe import NFECounter
 from inference_scaling.noise import candidate_noise
 from inference_scaling.sampling import get_solver, linear_sigmas

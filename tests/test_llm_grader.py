@@ -317,10 +317,9 @@ def test_missing_key_for_a_remote_server_is_a_one_line_error():
     assert "\n" not in str(err.value)
 
 
-def test_class_index_conditions_become_prompts(serve):
-    server = serve(lambda p, n: ok(1.0))
-    LLMGrader(config(server.url, max_concurrency=1))(images(2), torch.tensor([3, 7]))
-    assert [r["prompt"] for r in server.requests] == ["a handwritten digit 3", "a handwritten digit 7"]
+def test_class_indices_are_not_prompts():
+    with pytest.raises(TypeError, match="one per image"):
+        LLMGrader(config("http://127.0.0.1:1/v1"))(images(2), torch.tensor([3, 7]))
 
 
 def test_one_string_is_not_a_list_of_prompts():
@@ -329,7 +328,7 @@ def test_one_string_is_not_a_list_of_prompts():
 
 
 @pytest.mark.parametrize("override", [{"max_concurrency": 0}, {"timeout_s": 0.0}, {"max_retries": -1},
-                                      {"backoff_s": -1.0}, {"min_side": -1}, {"class_prompt": "digit"},
+                                      {"backoff_s": -1.0}, {"min_side": -1},
                                       {"base_url": "127.0.0.1:8000/v1"}])
 def test_out_of_range_config_is_rejected(override):
     with pytest.raises(ValueError, match=next(iter(override))):

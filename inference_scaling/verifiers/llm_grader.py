@@ -83,7 +83,6 @@ class LLMGraderConfig(VerifierConfig):
     json_mode: bool = True  # send response_format {"type": "json_object"}; turn off if the server rejects it
     temperature: float = 0.0
     cache_dir: Optional[str] = "outputs/llm_grader_cache"  # one JSON file per grade; null: memory only
-    class_prompt: str = "a handwritten digit {label}"  # prompt for class-index conditions
     min_side: int = 224  # nearest-neighbour upscale so the shorter side is at least this (0: as is)
 
 
@@ -224,10 +223,9 @@ class LLMGrader:
         return torch.tensor([r["score"] for r in self.last_records], dtype=torch.float32)
 
     def prompts(self, cond: Conditions) -> list[str]:
-        if isinstance(cond, Tensor):
-            return [self.config.class_prompt.format(label=int(y)) for y in cond.view(-1).tolist()]
-        if isinstance(cond, str):
-            raise TypeError("prompts must be a sequence of strings, one per image, not one string")
+        """The prompt strings (the search passes each condition's prompt, as `takes_prompts` asks)."""
+        if isinstance(cond, (str, Tensor)) or not all(isinstance(p, str) for p in cond):
+            raise TypeError("prompts must be a sequence of strings, one per image")
         return list(cond)
 
     def record(self, key: str, cached: bool, fresh: dict[str, tuple[str, int]]) -> dict:
@@ -318,5 +316,3 @@ def check_config(config: LLMGraderConfig) -> None:
                               ("min_side", config.min_side, 0)]:
         if value < low:
             raise ValueError(f"verifier.{field}={value} must be >= {low}")
-    if "{label}" not in config.class_prompt:
-        raise ValueError(f"verifier.class_prompt={config.class_prompt!r} must contain {{label}}")
