@@ -136,14 +136,16 @@ def register() -> None:
     from inference_scaling.verifiers.fid_oracle import FidOracleConfig
     from inference_scaling.verifiers.image_reward import ImageRewardConfig
     from inference_scaling.verifiers.inception_is import InceptionISConfig
-    from inference_scaling.verifiers.ssl_features import SslFeaturesConfig
+    from inference_scaling.verifiers.ssl_clip import SslClipConfig
+    from inference_scaling.verifiers.ssl_digits import SslDigitsConfig
+    from inference_scaling.verifiers.ssl_dino import SslDinoConfig
     from inference_scaling.verifiers.llm_grader import LLMGraderConfig
 
     for name, node in [("llm_grader", LLMGraderConfig), ("clip_score", ClipScoreConfig), ("aesthetic", AestheticConfig),
                        ("image_reward", ImageRewardConfig), ("ensemble", EnsembleConfig),
                        ("inception_is", InceptionISConfig), ("clip_zeroshot", ClipZeroShotConfig),
                        ("dino_linear", DinoLinearConfig), ("fid_oracle", FidOracleConfig),
-                       ("ssl_features", SslFeaturesConfig)]:
+                       ("ssl_dino", SslDinoConfig), ("ssl_clip", SslClipConfig), ("ssl_digits", SslDigitsConfig)]:
         cs.store(group="verifier", name=f"base_{name}", node=node)
     if not OmegaConf.has_resolver("sample_cost"):
         # budget=one_sample: exactly one candidate of the model's search sampler, i.e. no search.
@@ -198,6 +200,7 @@ def _check_search_plan(cfg: Config) -> int:
 
     from inference_scaling.sampling import get_solver
     from inference_scaling.search import SearchTask, build_search
+    from inference_scaling.verifiers import VERIFIERS
 
     check_budget(cfg.budget.nfe, search_cost(cfg.model))
     try:
@@ -207,7 +210,26 @@ def _check_search_plan(cfg: Config) -> int:
     dry = SearchTask(denoiser=None, solver=get_solver(cfg.model.solver), sigmas=linear_sigmas(cfg.model.search_steps),
                      cost_per_sample=search_cost(cfg.model), conds=torch.zeros(0), condition_ids=torch.zeros(0),
                      noise_shape=(), seed=cfg.seed, verifier=None, max_batch_size=cfg.search.max_batch_size)
+    if getattr(VERIFIERS[cfg.verifier.name], "needs_x0", False):
+        _check_x0_level(cfg, dry)
     return search.plan(dry, cfg.budget.nfe)
+
+
+def _check_x0_level(cfg: Config, dry) -> None:
+    """A self-supervised verifier must read its x0-prediction before the grid's last step: that step is an Euler
+    step to σ = 0, so its x0-prediction is the final sample itself and every score would be 1."""
+    sigma = cfg.verifier.sigma
+    if not 0.0 < sigma < 1.0:
+        raise ConfigError(f"verifier.sigma={sigma} must lie in (0, 1)")
+    last = len(dry.sigmas) - 2
+    step = dry.x0_step(sigma)
+    if step == last:
+        enough = next(n for n in range(cfg.model.search_steps + 1, 10_000)
+                      if type(dry)(**{**dry.__dict__, "sigmas": linear_sigmas(n)}).x0_step(sigma) != n - 1)
+        raise ConfigError(
+            f"verifier={cfg.verifier.name} reads the x0-prediction at the search grid's level nearest "
+            f"sigma={sigma}, which is {float(dry.sigmas[step]):g}, the last step: there it is the final sample and "
+            f"every score is 1; use model.search_steps >= {enough} or another verifier.sigma")
 
 
 def _check_components(cfg: Config) -> None:
@@ -229,9 +251,12 @@ def _check_components(cfg: Config) -> None:
     if accepted is not None and benchmark.name not in accepted:
         raise ConfigError(f"verifier={cfg.verifier.name} does not score benchmark={benchmark.name}; "
                           f"it scores: {', '.join(accepted)}")
-    if getattr(VERIFIERS[cfg.verifier.name], "needs_x0", False) and cfg.search.name != "random":
-        raise ConfigError(f"verifier={cfg.verifier.name} reads the sampler's x0-predictions, which only search=random "
-                          f"passes so far; use search=random")
+    if getattr(VERIFIERS[cfg.verifier.name], "needs_x0", False) and not getattr(SEARCHES[cfg.search.name],
+                                                                                 "passes_x0", False):
+        passing = sorted(name for name, algorithm in SEARCHES.items() if getattr(algorithm, "passes_x0", False))
+        raise ConfigError(f"verifier={cfg.verifier.name} compares each candidate's x0-prediction with its final "
+                          f"sample, but search={cfg.search.name} scores partial trajectories; use search="
+                          f"{' | '.join(passing)}")
     try:
         benchmark.conditions()
     except ConditionError as err:

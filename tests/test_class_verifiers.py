@@ -26,7 +26,10 @@ from inference_scaling.verifiers.fid_oracle import (DigitsFeatures, FidOracle, F
                                                    greedy_fid_search, greedy_fid_selection, load_reference)
 from inference_scaling.verifiers.inception_is import (InceptionIS, InceptionISConfig, load_inception, tf_class_index,
                                                      to_uint8_rgb)
-from inference_scaling.verifiers.ssl_features import DinoClsFeatures, SslFeatures, SslFeaturesConfig, ssl_score
+from inference_scaling.verifiers.ssl_clip import ClipImageFeatures, SslClip, SslClipConfig
+from inference_scaling.verifiers.ssl_digits import SslDigits, SslDigitsConfig
+from inference_scaling.verifiers.ssl_dino import DinoClsFeatures, SslDino, SslDinoConfig
+from inference_scaling.verifiers.ssl_features import SslFeatures, ssl_score
 from inference_scaling.weights import WeightsError
 
 
@@ -440,7 +443,7 @@ def test_ssl_score_is_cosine_similarity():
 def test_ssl_verifier_on_digits_features():
     x, _ = load_digits()
     finals, early = x[:8], x[8:16]
-    verifier = SslFeatures.from_config(SslFeaturesConfig(features="digits", batch_size=8), "cpu")
+    verifier = SslDigits.from_config(SslDigitsConfig(batch_size=8), "cpu")
     assert verifier.sigma == 0.4
     assert torch.allclose(verifier(finals, None, x0=finals), torch.ones(8), atol=1e-5)
     scores = verifier(finals, None, x0=early)
@@ -461,4 +464,41 @@ def test_ssl_verifier_on_tiny_dino():
     assert torch.allclose(verifier(finals, None, x0=finals), torch.ones(5), atol=1e-5)
     scores = verifier(finals, None, x0=early)
     assert (scores < 0.9999).all()
+    assert torch.allclose(SslFeatures(verifier.features, batch_size=1)(finals, None, x0=early), scores, atol=1e-5)
+
+
+def test_ssl_dino_from_config_loads_a_local_backbone(tmp_path):
+    """Full-size ViT-S/14 with random weights from a local file, read at 28 px (position embeddings resampled)."""
+    import timm
+
+    with torch.random.fork_rng():
+        torch.manual_seed(6)
+        model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=224, num_classes=0)
+    save_file({k: v.contiguous() for k, v in perturbed(model, 6).state_dict().items()},
+              str(tmp_path / "backbone.safetensors"))
+    verifier = SslDino.from_config(SslDinoConfig(weights=str(tmp_path / "backbone.safetensors"), image_size=28,
+                                                 sigma=0.5, batch_size=2), "cpu")
+    assert verifier.name == "ssl_dino" and verifier.sigma == 0.5 and verifier.features.backbone.image_size == 28
+    finals, early = images(3, c=1, h=8, w=8, seed=3), images(3, c=1, h=8, w=8, seed=4)
+    scores = verifier(finals, None, x0=early)
+    expected = F.cosine_similarity(verifier.features(finals), verifier.features(early), dim=-1)
+    assert torch.allclose(scores, expected, atol=1e-5) and (scores < 0.9999).all()
+    assert torch.allclose(verifier(finals, None, x0=finals), torch.ones(3), atol=1e-5)
+    assert verifier.cost.calls == 4 and verifier.cost.images == 6  # batches of 2 pairs: 2 + 2 passes
+
+
+def test_ssl_clip_compares_clip_image_embeddings(tmp_path):
+    model, tokenizer = tiny_clip(seed=3)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    verifier = SslClip.from_config(SslClipConfig(clip=str(tmp_path), batch_size=3), "cpu")
+    assert isinstance(verifier.features, ClipImageFeatures) and verifier.name == "ssl_clip"
+    finals, early = images(5, h=32, w=32, seed=5), images(5, h=32, w=32, seed=6)
+    scores = verifier(finals, None, x0=early)
+    encoder = verifier.features.encoder
+    expected = F.cosine_similarity(encoder.embed_images(finals), encoder.embed_images(early), dim=-1)
+    assert scores.shape == (5,) and torch.allclose(scores, expected, atol=1e-5)
+    noisier = verifier(finals, None, x0=(finals + 0.8 * images(5, h=32, w=32, seed=7)).clamp(-1, 1))
+    closer = verifier(finals, None, x0=(finals + 0.1 * images(5, h=32, w=32, seed=7)).clamp(-1, 1))
+    assert (closer > noisier).all()  # a less perturbed early guess agrees more with the final sample
     assert torch.allclose(SslFeatures(verifier.features, batch_size=1)(finals, None, x0=early), scores, atol=1e-5)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from inference_scaling import weights
+from inference_scaling.config import ConfigError, validate
 from inference_scaling.datasets import split_digits
 from inference_scaling.models.digits import load_flow
 from inference_scaling.models.flow_mlp import FlowMLP
@@ -61,11 +62,46 @@ def test_fid_oracle_search_lowers_fid(config):
 
 
 def test_self_supervised_verifier_reads_x0_at_no_extra_cost(config):
-    """ssl_features on digits features: scores the x0-prediction at the grid level nearest σ against the final
-    sample; its own score rises with budget and the search spends exactly N candidates' NFEs."""
-    cfg = ["logger=none", "progress=false", "benchmark.per_class=20", "verifier=ssl_features",
-           "verifier.features=digits", "model.search_steps=4"]
+    """ssl_digits: scores the x0-prediction at the grid level nearest σ against the final sample; its own score
+    rises with budget and the search spends exactly N candidates' NFEs."""
+    cfg = ["logger=none", "progress=false", "benchmark.per_class=20", "verifier=ssl_digits", "model.search_steps=4"]
     runs = [run(config(*cfg, f"budget.nfe={b}"))["metrics"] for b in (7, 28)]
     assert runs[0]["verifier_score"] < runs[1]["verifier_score"] <= 1.0
     assert runs[1]["nfe_search_per_condition"] == 28 and runs[1]["verifier_x0_extra_nfe"] == 0
     assert runs[1]["verifier_x0_sigma"] == 0.5  # 4 steps: levels 1, .75, .5, .25; nearest to 0.4 is 0.5
+
+
+@pytest.mark.parametrize("search", ["zero_order", "evolutionary"])
+def test_self_supervised_verifier_with_iterative_searches(config, search):
+    """Algorithms whose candidates are full solves from noise pass x0-predictions too: each candidate's score is
+    the same function of its noise as under random search, at no extra NFE."""
+    cfg = ["logger=none", "progress=false", "benchmark.per_class=3", "verifier=ssl_digits", "model.search_steps=4",
+           f"search={search}", "budget.nfe=98"]
+    result = run(config(*cfg))
+    metrics = result["metrics"]
+    assert metrics["nfe_search_per_condition"] <= 98 and metrics["verifier_x0_extra_nfe"] == 0
+    assert metrics["verifier_calls"] == metrics["n_candidates"] * 30
+    assert 0.0 < metrics["verifier_score"] <= 1.0
+    # The winner's score is what random search would give the same noise (random search's candidate 0 is
+    # every algorithm's first noise; a winner never scores below it).
+    first = run(config(*cfg[:-2], "budget.nfe=7"))["records"]
+    assert all(r["search_score"] >= f["search_score"] - 1e-6 for r, f in zip(result["records"], first))
+
+
+@pytest.mark.parametrize("search", ["paths", "fk_steering"])
+def test_self_supervised_verifier_is_refused_where_candidates_are_partial(config, search):
+    with pytest.raises(ConfigError, match=f"search={search} scores partial trajectories; use search=evolutionary "
+                                          r"\| random \| zero_order"):
+        validate(config("verifier=ssl_digits", f"search={search}", "budget.nfe=96"))
+
+
+def test_self_supervised_verifier_is_refused_where_its_score_would_be_constant(config):
+    """On 2 Heun steps the level nearest σ = 0.4 is 0.5, the last (Euler) step, whose x0-prediction is the final
+    sample: every score would be 1."""
+    with pytest.raises(ConfigError, match="which is 0.5, the last step.*use model.search_steps >= 4"):
+        validate(config("verifier=ssl_digits", "budget.nfe=12"))
+    with pytest.raises(ConfigError, match=r"verifier.sigma=1.5 must lie in \(0, 1\)"):
+        validate(config("verifier=ssl_digits", "model.search_steps=4", "budget.nfe=14", "verifier.sigma=1.5"))
+    with pytest.raises(ConfigError, match="which is 0.333333, the last step.*use model.search_steps >= 4"):
+        validate(config("verifier=ssl_digits", "model.search_steps=3", "budget.nfe=15"))
+    assert validate(config("verifier=ssl_digits", "model.search_steps=4", "budget.nfe=14")) == 2

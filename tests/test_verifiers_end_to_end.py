@@ -89,6 +89,39 @@ def test_dino_linear_end_to_end(config, tmp_path):
     assert result["metrics"]["n_candidates"] == 2 and scores_vary(result)
 
 
+def test_ssl_clip_end_to_end(config, tmp_path):
+    # CLIP's initialisation (std 0.02) leaves a 1-layer class token almost blind to the image: cosines of an early
+    # guess and the final sample would all round to 1. Larger random weights make the embedding see the pixels.
+    model, tokenizer = tiny_clip(layers=1)
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(8)
+        for p in model.vision_model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    # 4 Heun steps (7 NFEs): the x0-prediction is read at σ = 0.5, before the last step.
+    result = run(config(*DIGITS[:-1], "budget.nfe=21", "model.search_steps=4", "verifier=ssl_clip",
+                        f"verifier.clip={tmp_path}"))
+    assert result["metrics"]["verifier_x0_extra_nfe"] == 0 and result["metrics"]["nfe_search_per_condition"] == 21
+    assert all(abs(r["search_score"]) <= 1.0 + 1e-5 for r in result["records"]) and scores_vary(result)
+
+
+def test_ssl_dino_end_to_end(config, tmp_path):
+    """Full-size ViT-S/14 with random weights from a local file, read at 28 px to keep CPU time low."""
+    import timm
+
+    torch.manual_seed(7)
+    backbone = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=224, num_classes=0)
+    with torch.no_grad():  # timm zero-initialises biases and LayerScale gains near 0: make every tensor matter
+        for p in backbone.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(tmp_path / "backbone.safetensors"))
+    result = run(config("logger=none", "progress=false", "benchmark.per_class=1", "budget.nfe=14", "model.search_steps=4",
+                        "verifier=ssl_dino",
+                        f"verifier.weights={tmp_path / 'backbone.safetensors'}", "verifier.image_size=28"))
+    assert result["metrics"]["n_candidates"] == 2 and scores_vary(result)
+
+
 class _Grader(BaseHTTPRequestHandler):
     """A chat-completions endpoint grading each image by a hash of its bytes, and recording the key it saw."""
 

@@ -3,6 +3,8 @@
 Every algorithm is a class with `plan(task, budget)` (its free parameter, derived from the NFE budget, or a
 BudgetError saying what would fit), `__call__(task, budget) -> SearchResult`, and, where the chosen sample is
 not simply an initial noise, a static `replay(task, lineage)` that re-renders it from the recorded lineage.
+`passes_x0 = True` marks algorithms that score every candidate as a full solve from noise, so a verifier that
+reads x0-predictions along the trajectory (the self-supervised ones) can run with them.
 """
 
 from __future__ import annotations

@@ -60,6 +60,15 @@ class SearchTask:
         final = self.solve_on(self.sigmas, x, rows, callback=lambda s: seen.append(s.x0) if s.index == step else None)
         return final, torch.cat(seen)
 
+    def solve_and_score(self, x: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Solve initial noises on the search grid and score the samples: (samples, CPU scores). A verifier that
+        reads x0-predictions (`needs_x0`) gets them from the same solve, at no extra NFE."""
+        if getattr(self.verifier, "needs_x0", False):
+            final, x0 = self.solve_with_x0(x, rows, self.verifier.sigma)
+            return final, self.score(final, rows, x0=x0)
+        final = self.solve(x, rows)
+        return final, self.score(final, rows)
+
     def score(self, x: Tensor, rows: Tensor, x0: Optional[Tensor] = None) -> Tensor:
         """Verifier scores (on the CPU) of candidates `x` for the conditions at positions `rows`; a set-level
         verifier is told which candidates belong to the same condition, a self-supervised one gets `x0`."""

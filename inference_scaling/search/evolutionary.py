@@ -55,6 +55,8 @@ class EvolutionarySearch:
     in index order.
     """
 
+    passes_x0 = True  # candidates are full solves from noise: x0-predictions along them reach the verifier
+
     def __init__(self, population: int = 8, elites: int = 2, mutation: float = 0.5, progress: bool = False):
         if not 1 <= elites < population:
             raise ValueError(f"need 1 <= search.elites < search.population; got elites={elites}, population={population}")
@@ -133,8 +135,7 @@ class EvolutionarySearch:
                   best: Tensor, images: Tensor | None) -> Tensor:
         """Solve and score candidate noises in flat batches; record their scores and keep each condition's best."""
         for part in batches(len(rows), task.max_batch_size):
-            x = task.solve(noises[part].to(task.device), rows[part])
-            s = task.score(x, rows[part])
+            x, s = task.solve_and_score(noises[part].to(task.device), rows[part])
             candidate_scores[rows[part], index[part]] = s
             if images is None:
                 images = torch.zeros(len(best), *x.shape[1:], dtype=x.dtype)

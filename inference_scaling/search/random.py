@@ -16,6 +16,8 @@ class RandomSearch:
     denoiser sees full batches whatever C and N are; only the running best image per condition is kept.
     """
 
+    passes_x0 = True  # candidates are full solves from noise: x0-predictions along them reach the verifier
+
     def __init__(self, progress: bool = False):
         self.progress = progress
 
@@ -34,12 +36,7 @@ class RandomSearch:
         for part in tqdm(list(batches(c * n, task.group_size(n))), desc="random search", disable=not self.progress,
                          mininterval=2.0, leave=False):
             noise = task.noise(rows[part], indices[part])
-            if getattr(task.verifier, "needs_x0", False):  # a self-supervised verifier: x0-prediction at its σ
-                x, x0 = task.solve_with_x0(noise, rows[part], task.verifier.sigma)
-                s = task.score(x, rows[part], x0=x0)
-            else:
-                x = task.solve(noise, rows[part])
-                s = task.score(x, rows[part])
+            x, s = task.solve_and_score(noise, rows[part])
             scores[part] = s
             if images is None:
                 images = torch.zeros(c, *x.shape[1:], dtype=x.dtype)

@@ -61,6 +61,8 @@ class ZeroOrderSearch:
     Cost: (1 + K·N) samples per condition; `candidate_scores` is (C, 1 + K·N) in index order.
     """
 
+    passes_x0 = True  # candidates are full solves from noise: x0-predictions along them reach the verifier
+
     def __init__(self, n: int = 4, lam: float = 0.6, progress: bool = False):
         if n < 1:
             raise ValueError(f"search.n={n} must be >= 1 neighbour per iteration")
@@ -107,8 +109,7 @@ class ZeroOrderSearch:
             best = pivot_score.clone()
             for part in batches(c * N, task.max_batch_size):
                 candidate = neighbour(pivot[rows[part]].to(task.device), task.noise(rows[part], indices[part]), self.lam)
-                x = task.solve(candidate, rows[part])
-                s = task.score(x, rows[part])
+                x, s = task.solve_and_score(candidate, rows[part])
                 candidate_scores[rows[part], indices[part]] = s
                 keep_best(best, images, rows[part], s, x.cpu())
             # 4. Move the pivots that a neighbour beat (the first best neighbour, as keep_best kept its image).
@@ -129,9 +130,9 @@ class ZeroOrderSearch:
         images, scores = [], []
         for part in batches(c, task.max_batch_size):
             rows = torch.arange(c)[part]
-            x = task.solve(pivot[part].to(task.device), rows)
+            x, s = task.solve_and_score(pivot[part].to(task.device), rows)
             images.append(x.cpu())
-            scores.append(task.score(x, rows))
+            scores.append(s)
         return torch.cat(images), torch.cat(scores)
 
     @staticmethod

@@ -21,7 +21,9 @@ from inference_scaling.verifiers.inception_is import InceptionIS
 from inference_scaling.verifiers.llm_grader import LLMGrader
 from inference_scaling.verifiers.scene_checker import SceneChecker
 from inference_scaling.verifiers.scene_classifier import SceneClassifierVerifier
-from inference_scaling.verifiers.ssl_features import SslFeatures
+from inference_scaling.verifiers.ssl_clip import SslClip
+from inference_scaling.verifiers.ssl_digits import SslDigits
+from inference_scaling.verifiers.ssl_dino import SslDino
 
 VERIFIERS: dict[str, type] = {
     "classifier_prob": ClassifierProb,
@@ -37,7 +39,9 @@ VERIFIERS: dict[str, type] = {
     "clip_zeroshot": ClipZeroShot,
     "dino_linear": DinoLinear,
     "fid_oracle": FidOracle,
-    "ssl_features": SslFeatures,
+    "ssl_dino": SslDino,
+    "ssl_clip": SslClip,
+    "ssl_digits": SslDigits,
 }
 
 

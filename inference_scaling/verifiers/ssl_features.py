@@ -1,12 +1,13 @@
-"""Self-supervised verifier (Ma et al. 2025, §4.1): how well the model's early guess agrees with its final sample.
+"""Self-supervised verifiers (Ma et al. 2025, §4.1): how well the model's early guess agrees with its final sample.
 
 score = cos(φ(x̂0(σ)), φ(x0)): the cosine similarity between features φ of the model's x0-prediction at an
 intermediate noise level σ (the paper: σ = 0.4) and of the final clean sample x0 from the same noise. It needs no
-condition. φ is a self-supervised or contrastive image encoder: DINOv2's class token (timm), CLIP's image embedding,
-or, for the embedded digits benchmark, the digits classifier's penultimate features.
+condition. This module holds what the three encoders share; `ssl_dino` (DINOv2's class token), `ssl_clip` (CLIP's
+image embedding) and `ssl_digits` (the embedded digits classifier's penultimate features) each have a file.
 
-This module scores given pairs; the search (or whoever runs the sampler) records x̂0(σ) = x_σ − σ·v along each
-candidate's trajectory at `sigma` and passes it as `x0`.
+A verifier here scores given pairs; the search records x̂0(σ) = x_σ − σ·v along each candidate's trajectory (at
+the search grid's level nearest σ, from the denoiser evaluation that step makes anyway: no extra NFE) and passes
+it as `x0` (`SearchTask.solve_and_score`).
 """
 
 from __future__ import annotations
@@ -21,24 +22,14 @@ from torch import Tensor
 
 from inference_scaling.config import VerifierConfig
 from inference_scaling.verifiers.base import VerifierCost
-from inference_scaling.verifiers.clip_score import DEFAULT_CLIP, ClipEncoder
-from inference_scaling.verifiers.dino_linear import DEFAULT_DINO, DinoBackbone
-from inference_scaling.verifiers.fid_oracle import DigitsFeatures
-
-FEATURES = ("dino", "clip", "digits")
 
 
 @dataclass
-class SslFeaturesConfig(VerifierConfig):
-    name: str = "ssl_features"
-    weights: str = ""  # features=dino: a local backbone checkpoint ("": timm's hub weights); digits: the classifier
-    features: str = "dino"  # dino | clip | digits
+class SslConfig(VerifierConfig):
+    """Fields every self-supervised verifier has."""
+
     sigma: float = 0.4  # the level of the x0-prediction compared with the final sample
-    backbone: str = DEFAULT_DINO  # timm DINOv2 model (features=dino)
-    clip: str = DEFAULT_CLIP  # transformers CLIP (features=clip)
-    image_size: int = 224  # DINOv2 input size, a multiple of 14
     device: Optional[str] = None  # None: the generator's device
-    dtype: str = "float32"
     batch_size: int = 32  # candidates per forward pass (each pass embeds 2 × batch_size images)
 
 
@@ -48,40 +39,9 @@ def ssl_score(final_features: Tensor, x0_features: Tensor) -> Tensor:
     return F.cosine_similarity(final_features.float(), x0_features.float(), dim=-1)
 
 
-class DinoClsFeatures:
-    """DINOv2's final-norm class token, the image descriptor of DINO's k-NN and linear evaluations."""
-
-    def __init__(self, backbone: DinoBackbone):
-        self.backbone = backbone
-
-    def __call__(self, images: Tensor) -> Tensor:
-        return self.backbone.features(images, self.backbone.embed_dim)
-
-
-class ClipImageFeatures:
-    """CLIP's projected image embedding."""
-
-    def __init__(self, encoder: ClipEncoder):
-        self.encoder = encoder
-
-    def __call__(self, images: Tensor) -> Tensor:
-        return self.encoder.embed_images(images)
-
-
-def build_features(cfg: SslFeaturesConfig, device: str) -> Callable[[Tensor], Tensor]:
-    if cfg.features == "dino":
-        backbone = DinoBackbone.from_pretrained(cfg.backbone, cfg.weights, cfg.image_size, device, cfg.dtype)
-        return DinoClsFeatures(backbone)
-    if cfg.features == "clip":
-        return ClipImageFeatures(ClipEncoder.from_pretrained(cfg.clip, device, cfg.dtype))
-    if cfg.features == "digits":
-        return DigitsFeatures(cfg.weights, device)
-    raise ValueError(f"features={cfg.features!r}; choose one of: {', '.join(FEATURES)}")
-
-
 class SslFeatures:
-    """cos(φ(x̂0 at σ), φ(final sample)); higher is better. Call with the final images and `x0`, the x0-predictions
-    at `sigma` of the same candidates, in the same order."""
+    """cos(φ(x̂0 at σ), φ(final sample)) for an image encoder φ; higher is better. Call with the final images and
+    `x0`, the x0-predictions at `sigma` of the same candidates, in the same order."""
 
     name = "ssl_features"
     set_level = False
@@ -96,10 +56,6 @@ class SslFeatures:
         self.sigma = sigma
         self.batch_size = batch_size
         self.cost = VerifierCost()
-
-    @classmethod
-    def from_config(cls, cfg: SslFeaturesConfig, device: str = "cpu") -> "SslFeatures":
-        return cls(build_features(cfg, cfg.device or device), cfg.sigma, cfg.batch_size)
 
     def __call__(self, images: Tensor, cond=None, x0: Optional[Tensor] = None) -> Tensor:
         """Scores (B,) float32 on the CPU in input order; `cond` is ignored."""
