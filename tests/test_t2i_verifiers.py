@@ -4,7 +4,9 @@ Real weights cannot be downloaded here: the networks are transformers/timm model
 the checkpoint layouts are the published ones, written out by hand.
 """
 
+import json
 import math
+import shutil
 from functools import partial
 
 import pytest
@@ -12,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
+from safetensors.torch import load_file
 from torch import nn
 from tiny_models import tiny_clip
 from transformers import BertTokenizer, BlipTextConfig, BlipVisionConfig, CLIPImageProcessor
@@ -21,10 +24,10 @@ from inference_scaling.verifiers.aesthetic import Aesthetic, AestheticConfig, Sc
 from inference_scaling.verifiers.clip_score import ClipEncoder, ClipScore, ClipScoreConfig, clip_score
 from inference_scaling.verifiers.ensemble import (MEMBERS, Ensemble, EnsembleConfig, average_ranks, build_ensemble,
                                                   rank_average)
-from inference_scaling.verifiers.image_reward import (REWARD_MEAN, REWARD_STD, ImageReward, ImageRewardConfig,
-                                                      ImageRewardModel, convert_image_reward_state,
-                                                      image_reward_configs, load_image_reward_weights,
-                                                      load_tokenizer)
+from inference_scaling.verifiers.image_reward import (DEFAULT_TOKENIZER, DEFAULT_WEIGHTS, REWARD_MEAN, REWARD_STD,
+                                                      ImageReward, ImageRewardConfig, ImageRewardModel,
+                                                      convert_image_reward_state, image_reward_configs,
+                                                      load_image_reward_weights, load_tokenizer, resolve_tokenizer)
 from inference_scaling.weights import WeightsError
 
 PROMPTS = ["a red cat", "a blue dog", "a red cat", "two birds", "a blue dog", "a red cat", "a cat", "a dog"]
@@ -55,12 +58,13 @@ def clip_encoder() -> ClipEncoder:
 
 
 BERT_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "cat", "dog", "two", "birds"]
+BERT_VOCAB = len(BERT_WORDS) + 2  # load_tokenizer adds BLIP's [DEC] and [ENC], as ImageReward's 30522 + 2
 
 
 def tiny_blip_configs(width: int = 32):
     vision = BlipVisionConfig(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=2,
                               num_attention_heads=2, image_size=32, patch_size=16, layer_norm_eps=1e-6)
-    text = BlipTextConfig(vocab_size=len(BERT_WORDS), hidden_size=width, encoder_hidden_size=width,
+    text = BlipTextConfig(vocab_size=BERT_VOCAB, hidden_size=width, encoder_hidden_size=width,
                           intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=40,
                           layer_norm_eps=1e-12, is_decoder=True, use_cache=False, pad_token_id=0, bos_token_id=None,
                           eos_token_id=None, sep_token_id=None)
@@ -82,7 +86,7 @@ def tiny_timm_vit():
 
 def med_text_layout(width: int = 32, layers: int = 2) -> list[tuple[str, tuple[int, ...]]]:
     """Keys and shapes of BLIP's med.py BertModel(add_pooling_layer=False, add_cross_attention=True)."""
-    keys = [("embeddings.word_embeddings.weight", (len(BERT_WORDS), width)),
+    keys = [("embeddings.word_embeddings.weight", (BERT_VOCAB, width)),
             ("embeddings.position_embeddings.weight", (40, width)),
             ("embeddings.LayerNorm.weight", (width,)), ("embeddings.LayerNorm.bias", (width,))]
     for i in range(layers):
@@ -167,13 +171,18 @@ def med_text_reference(state, input_ids, mask, image_tokens, heads: int = 2, lay
     return x
 
 
+def save_bert_tokenizer(folder, words=BERT_WORDS) -> str:
+    BertTokenizer(vocab={w: i for i, w in enumerate(words)}).save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="module")
 def image_reward(tmp_path_factory) -> ImageReward:
     state, _ = image_reward_checkpoint()
     path = tmp_path_factory.mktemp("ir") / "ImageReward.pt"
     torch.save(state, path)
     model = load_image_reward_weights(ImageRewardModel(*tiny_blip_configs()), str(path))
-    return ImageReward(model, BertTokenizer(vocab={w: i for i, w in enumerate(BERT_WORDS)}), batch_size=8)
+    return ImageReward(model, load_tokenizer(save_bert_tokenizer(tmp_path_factory.mktemp("bert"))), batch_size=8)
 
 
 # ---------- preprocessing ----------
@@ -353,6 +362,89 @@ def test_image_reward_rejects_other_checkpoints(tmp_path):
     torch.save(state, tmp_path / "partial.pt")
     with pytest.raises(WeightsError, match="do not fit the ImageReward network"):
         load_image_reward_weights(ImageRewardModel(*tiny_blip_configs()), str(tmp_path / "partial.pt"))
+
+
+def test_image_reward_folder_round_trip(image_reward, tmp_path):
+    """save_pretrained → from_pretrained / from_config gives the same network, tokenizer and scores."""
+    folder = image_reward.save_pretrained(tmp_path / "ir")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    x = images()
+    scores = image_reward(x, PROMPTS)
+    loaded = ImageReward.from_pretrained(str(folder), batch_size=8)
+    assert loaded.model.image_size == 32 and loaded.model.text.config.num_hidden_layers == 2
+    assert len(loaded.tokenizer) == BERT_VOCAB
+    assert torch.equal(loaded(x, PROMPTS), scores)
+    from_config = ImageReward.from_config(ImageRewardConfig(weights=str(folder), batch_size=8), device="cpu")
+    assert torch.equal(from_config(x, PROMPTS), scores)
+    # A float16 copy: the BLIP tensors stored as float16, its scores close to float32's.
+    ImageReward(loaded.model, loaded.tokenizer, dtype=torch.float16).save_pretrained(tmp_path / "fp16")
+    half = load_file(str(tmp_path / "fp16" / "model.safetensors"))
+    assert half["vision.embeddings.patch_embedding.weight"].dtype == torch.float16
+    assert half["mlp.layers.0.weight"].dtype == torch.float32  # the head stays float32
+    fp16_scores = ImageReward.from_pretrained(str(tmp_path / "fp16"))(x, PROMPTS)
+    assert not torch.equal(fp16_scores, scores) and torch.allclose(fp16_scores, scores, atol=0.02)
+
+
+def edit_config(folder, edit) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+FOLDER_DAMAGE = {
+    "more text layers": (lambda f: edit_config(f, lambda c: c["text_config"].update(num_hidden_layers=3)),
+                         "do not fit the ImageReward network of its config.json: Missing key"),
+    "wider text encoder": (lambda f: edit_config(f, lambda c: c["text_config"].update(hidden_size=64)),
+                           "do not fit the ImageReward network of its config.json: .*size mismatch"),
+    "vision narrower than cross-attention": (
+        lambda f: edit_config(f, lambda c: c["vision_config"].update(hidden_size=16, intermediate_size=64)),
+        "encoder_hidden_size=32 must equal the image encoder's hidden_size=16"),
+    "not a typed config": (lambda f: edit_config(f, lambda c: c["vision_config"].update(hidden_size="wide")),
+                           "not an ImageReward folder .*hidden_size"),
+    "no format marker": (lambda f: edit_config(f, lambda c: c.pop("format")), "format is None"),
+    "config.json not JSON": (lambda f: (f / "config.json").write_text("{vision"), "JSONDecodeError"),
+    "no config.json": (lambda f: (f / "config.json").unlink(), "FileNotFoundError"),
+    "truncated weights": (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:99]),
+                          "model.safetensors is not readable"),
+    "no weights": (lambda f: (f / "model.safetensors").unlink(), "model.safetensors is not readable"),
+}
+
+
+def test_image_reward_folder_mismatch_is_a_one_line_weights_error(image_reward, tmp_path):
+    saved = image_reward.save_pretrained(tmp_path / "saved")
+    for case, (damage, message) in FOLDER_DAMAGE.items():
+        folder = tmp_path / case.replace(" ", "_")
+        shutil.copytree(saved, folder)
+        damage(folder)
+        with pytest.raises(WeightsError, match=message) as err:
+            ImageReward.from_pretrained(str(folder))
+        assert str(folder) in str(err.value) and "\n" not in str(err.value), case
+
+
+def test_image_reward_tokenizer_defaults(image_reward, tmp_path, config):
+    folder = str(image_reward.save_pretrained(tmp_path / "ir"))
+    assert ImageRewardConfig().tokenizer == "" and config("verifier=image_reward").verifier.tokenizer == ""
+    assert config("verifier=ensemble").verifier.image_reward.tokenizer == ""
+    assert resolve_tokenizer("", folder) == folder  # a saved folder brings its own tokenizer
+    assert resolve_tokenizer("", DEFAULT_WEIGHTS) == DEFAULT_TOKENIZER == "bert-base-uncased"
+    torch.save({}, tmp_path / "ImageReward.pt")
+    assert resolve_tokenizer("", str(tmp_path / "ImageReward.pt")) == DEFAULT_TOKENIZER
+    assert resolve_tokenizer("other-bert", folder) == "other-bert"  # an explicit tokenizer always wins
+    # Same words, other ids: an explicit tokenizer replaces the folder's and changes the scores.
+    shuffled = save_bert_tokenizer(tmp_path / "shuffled", BERT_WORDS[:5] + BERT_WORDS[6:] + BERT_WORDS[5:6])
+    x = images()
+    own = ImageReward.from_pretrained(folder)
+    other = ImageReward.from_pretrained(folder, tokenizer=shuffled)
+    assert other.tokenizer("cat")["input_ids"] != own.tokenizer("cat")["input_ids"]
+    assert not torch.allclose(other(x, PROMPTS), own(x, PROMPTS))
+    with pytest.raises(WeightsError, match=r"has 15 tokens but the text encoder of .* embeds 14"):
+        ImageReward.from_pretrained(folder, tokenizer=save_bert_tokenizer(tmp_path / "big", BERT_WORDS + ["fish"]))
+    for file in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "ir" / file).unlink()
+    with pytest.raises(WeightsError, match="holds no tokenizer.json or vocab.txt"):
+        ImageReward.from_pretrained(folder)
+    assert torch.equal(ImageReward.from_pretrained(folder, tokenizer=str(tmp_path / "shuffled"))(x, PROMPTS),
+                       other(x, PROMPTS))
 
 
 def test_image_reward_v1_architecture():

@@ -11,39 +11,58 @@ with this project's timm>=1.0. So the network is built here from `BlipVisionMode
 layers are those of BLIP's vit.py and med.py, and the published checkpoint (THUDM/ImageReward, `ImageReward.pt`,
 a plain state dict read with torch.load(weights_only=True)) is mapped onto it by `convert_image_reward_state`.
 
+A second, self-describing weights format is a folder written by `ImageReward.save_pretrained`: `config.json`
+(a format marker and the BLIP vision and text configs, `to_dict()`), `model.safetensors` (the `ImageRewardModel`
+state dict, in the dtype it was saved in) and the tokenizer's files. Its architecture is read from config.json, so
+it holds converted, fine-tuned or float16 reward models of any size, and the tiny random ones the tests run end to
+end. Convert the published checkpoint once with
+`ImageReward.from_pretrained("ImageReward.pt", dtype="float16").save_pretrained("image-reward-v1")`.
+
 Tested here on tiny random networks only: the key mapping (against timm's ViT, whose layout BLIP's ViT keeps, and
-against a plain re-implementation of BLIP's text encoder), the normalisation, shapes and batching. Not tested
-against the real checkpoint (no network here): run `ImageReward.from_pretrained()` once on a machine with the
-weights and compare with the official package's `model.score(prompt, image)`; expect differences of a few 1e-3
-from preprocessing (torch bicubic on tensors vs PIL bicubic on uint8 images).
+against a plain re-implementation of BLIP's text encoder), the normalisation, shapes, batching and the folder
+format. Not tested against the real checkpoint (no network here): run `ImageReward.from_pretrained()` once on a
+machine with the weights and compare with the official package's `model.score(prompt, image)`; expect
+differences of a few 1e-3 from preprocessing (torch bicubic on tensors vs PIL bicubic on uint8 images).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from inference_scaling.config import VerifierConfig
 from inference_scaling.verifiers._images import resolve_dtype, score_in_batches, to_model_input
-from inference_scaling.verifiers.aesthetic import ScoreMLP, load_state_file, load_strict
+from inference_scaling.verifiers.aesthetic import HUB_PREFIX, ScoreMLP, load_state_file, load_strict
 from inference_scaling.verifiers.base import VerifierCost
+from inference_scaling.weights import WeightsError
+
+if TYPE_CHECKING:
+    from transformers import BlipTextConfig, BlipVisionConfig
 
 DEFAULT_WEIGHTS = "hf:THUDM/ImageReward/ImageReward.pt"
 DEFAULT_TOKENIZER = "bert-base-uncased"
 REWARD_MEAN = 0.16717362830052426  # ImageReward.mean
 REWARD_STD = 1.0333394966054072  # ImageReward.std
 MAX_LENGTH = 35  # ImageReward pads and truncates prompts to 35 tokens
+FOLDER_FORMAT = "inference_scaling.image_reward"  # config.json's "format" in a folder saved by save_pretrained
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")  # either makes a folder a BERT tokenizer
 
 
 @dataclass
 class ImageRewardConfig(VerifierConfig):
     name: str = "image_reward"
-    weights: str = ""  # a local ImageReward.pt; "": the published one from the hub (THUDM/ImageReward)
-    tokenizer: str = DEFAULT_TOKENIZER  # BERT tokenizer: hub id or local folder
+    # a local ImageReward.pt, hf:OWNER/REPO/PATH, or a folder saved by ImageReward.save_pretrained;
+    # "": the published ImageReward.pt from the hub (THUDM/ImageReward)
+    weights: str = ""
+    tokenizer: str = ""  # BERT tokenizer, hub id or folder; "": the weights folder's own, else bert-base-uncased
     max_length: int = MAX_LENGTH
     device: Optional[str] = None  # None: the generator's device
     dtype: str = "float32"  # BLIP's dtype; the head runs in float32
@@ -126,15 +145,67 @@ def load_image_reward_weights(model: ImageRewardModel, spec: str) -> ImageReward
     return load_strict(model, convert_image_reward_state(load_state_file(spec)), spec, "the ImageReward network")
 
 
+def is_folder(spec: str) -> bool:
+    """Whether a weights spec names a local folder (the saved format) rather than a file or hub file."""
+    return not spec.startswith(HUB_PREFIX) and Path(spec).expanduser().is_dir()
+
+
+def read_folder_configs(folder: str) -> tuple[BlipVisionConfig, BlipTextConfig]:
+    """The BLIP vision and text configs in a saved folder's config.json."""
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import BlipTextConfig, BlipVisionConfig
+
+    try:
+        config = json.loads((Path(folder).expanduser() / CONFIG_FILE).read_text())
+        if config.get("format") != FOLDER_FORMAT:
+            raise ValueError(f"format is {config.get('format')!r}, not {FOLDER_FORMAT!r}")
+        return BlipVisionConfig.from_dict(config["vision_config"]), BlipTextConfig.from_dict(config["text_config"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StrictDataclassError) as err:
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        raise WeightsError(f"weights folder {folder!r} is not an ImageReward folder saved by "
+                           f"ImageReward.save_pretrained ({CONFIG_FILE}: {reason})") from None
+
+
+def load_image_reward_folder(folder: str) -> ImageRewardModel:
+    """The network a saved folder's config.json describes, its model.safetensors loaded strictly; eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    vision, text = read_folder_configs(folder)
+    try:
+        model = ImageRewardModel(vision, text)
+    except ValueError as err:
+        raise WeightsError(f"weights folder {folder!r}: {' '.join(str(err).split())[:300]}") from None
+    try:
+        state = load_file(str(Path(folder).expanduser() / WEIGHTS_FILE))
+    except (OSError, SafetensorError) as err:
+        raise WeightsError(f"weights folder {folder!r}: {WEIGHTS_FILE} is not readable ({err})") from None
+    return load_strict(model, state, folder, f"the ImageReward network of its {CONFIG_FILE}")
+
+
 def load_image_reward_model(spec: str = DEFAULT_WEIGHTS) -> ImageRewardModel:
-    """ImageReward-v1.0 with the published weights."""
+    """A saved folder's network, or ImageReward-v1.0 with an ImageReward.pt-layout file's weights."""
+    if is_folder(spec):
+        return load_image_reward_folder(spec)
     return load_image_reward_weights(ImageRewardModel(*image_reward_configs()), spec)
+
+
+def resolve_tokenizer(tokenizer: str, weights: str) -> str:
+    """An explicit tokenizer; else, for a weights folder, the folder itself; else bert-base-uncased."""
+    if tokenizer:
+        return tokenizer
+    return weights if is_folder(weights) else DEFAULT_TOKENIZER
 
 
 def load_tokenizer(name: str = DEFAULT_TOKENIZER):
     """BERT's tokenizer with BLIP's two added tokens ([DEC], [ENC]), which make the vocabulary 30524."""
     from transformers import BertTokenizer
 
+    folder = Path(name).expanduser()
+    if folder.is_dir() and not any((folder / file).is_file() for file in TOKENIZER_FILES):
+        # BertTokenizer.from_pretrained would build an empty vocabulary and read every word as [UNK]
+        raise WeightsError(f"tokenizer folder {name!r} holds no {' or '.join(TOKENIZER_FILES)}; save the "
+                           f"tokenizer there (tokenizer.save_pretrained) or set verifier.tokenizer")
     tokenizer = BertTokenizer.from_pretrained(name)
     tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
     return tokenizer
@@ -161,15 +232,36 @@ class ImageReward:
         self.cost = VerifierCost()
 
     @classmethod
-    def from_pretrained(cls, weights: str = DEFAULT_WEIGHTS, tokenizer: str = DEFAULT_TOKENIZER, device: str = "cpu",
+    def from_pretrained(cls, weights: str = DEFAULT_WEIGHTS, tokenizer: str = "", device: str = "cpu",
                         dtype: str = "float32", batch_size: int = 32, max_length: int = MAX_LENGTH) -> "ImageReward":
-        return cls(load_image_reward_model(weights), load_tokenizer(tokenizer), device, resolve_dtype(dtype),
-                   batch_size, max_length)
+        """`weights`: a saved folder, a local ImageReward.pt or hf:OWNER/REPO/PATH; `tokenizer`: see
+        `resolve_tokenizer`."""
+        model = load_image_reward_model(weights)
+        name = resolve_tokenizer(tokenizer, weights)
+        tok = load_tokenizer(name)
+        if len(tok) > model.text.config.vocab_size:
+            raise WeightsError(f"tokenizer {name!r} has {len(tok)} tokens but the text encoder of {weights!r} "
+                               f"embeds {model.text.config.vocab_size}; set verifier.tokenizer to the model's own")
+        return cls(model, tok, device, resolve_dtype(dtype), batch_size, max_length)
 
     @classmethod
     def from_config(cls, cfg: ImageRewardConfig, device: str = "cpu") -> "ImageReward":
         return cls.from_pretrained(cfg.weights or DEFAULT_WEIGHTS, cfg.tokenizer, cfg.device or device, cfg.dtype,
                                    cfg.batch_size, cfg.max_length)
+
+    def save_pretrained(self, folder: Union[str, Path]) -> Path:
+        """Write the folder format: config.json, model.safetensors (in the model's dtypes) and the tokenizer."""
+        from safetensors.torch import save_file
+
+        out = Path(folder).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        config = {"format": FOLDER_FORMAT, "vision_config": self.model.vision.config.to_dict(),
+                  "text_config": self.model.text.config.to_dict()}
+        (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        save_file(state, str(out / WEIGHTS_FILE))
+        self.tokenizer.save_pretrained(str(out))
+        return out
 
     def raw(self, images: Tensor, prompts: list[str]) -> Tensor:
         """The MLP's output before normalisation, (B,)."""
