@@ -7,7 +7,7 @@ STAMP_TIME := $(shell date +%Y%m%d-%H%M%S)
 SWEEP ?= outputs/multirun/make-run-$(STAMP_TIME)
 DIGITS_SWEEP ?= outputs/multirun/digits-$(STAMP_TIME)
 
-.PHONY: install run run-digits compare test test-slow bench clean
+.PHONY: install run run-digits compare test test-slow bench bench-verifiers clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ test-slow: install
 
 bench: install
 	$(PY) experiments/bench_throughput.py
+
+# Seconds and forward passes per image of every verifier on the CPU (experiments/bench_verifiers.py).
+bench-verifiers: install
+	$(PY) experiments/bench_verifiers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import torch
@@ -174,3 +175,21 @@ def test_llm_grader_end_to_end_through_the_cli_and_the_key_is_never_written(tmp_
     assert any(p.name == "metrics.json" for p in written) and any("wandb" in p.parts for p in written)
     assert all(secret.encode() not in p.read_bytes() for p in written)
     assert secret not in proc.stdout + proc.stderr
+
+
+def test_verifier_cost_benchmark_counts_the_passes_it_expects(tmp_path):
+    """experiments/bench_verifiers.py (make bench-verifiers) on the tiny and embedded rows: every verifier runs, and
+    each one's own cost record agrees with the forward passes its batch size implies."""
+    script = Path(__file__).resolve().parent.parent / "experiments" / "bench_verifiers.py"
+    proc = subprocess.run([sys.executable, str(script), "--tiny-only", "--repeats", "1", "--batch", "8",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = json.loads((tmp_path / "verifiers.json").read_text())
+    rows = written["rows"] + written["api"]  # the LLM grader's row: requests to a local stub
+    from inference_scaling.verifiers import VERIFIERS
+
+    assert {row["verifier"] for row in rows} >= set(VERIFIERS) - {"inception_is"}  # Inception: real-size only
+    assert all(row["passes_per_image"] == row["expected_passes_per_image"] for row in rows), rows
+    assert all(row["seconds_per_image"] > 0 and row["failed"] == 0 for row in rows)
+    assert (tmp_path / "verifiers.md").read_text().count("\n|") >= len(rows)
