@@ -216,25 +216,25 @@ def _check_search_plan(cfg: Config) -> int:
                      cost_per_sample=search_cost(cfg.model), conds=torch.zeros(0), condition_ids=torch.zeros(0),
                      noise_shape=(), seed=cfg.seed, verifier=None, max_batch_size=cfg.search.max_batch_size)
     if getattr(VERIFIERS[cfg.verifier.name], "needs_x0", False):
-        _check_x0_level(cfg, dry)
+        _check_x0_level(cfg)
     return search.plan(dry, cfg.budget.nfe)
 
 
-def _check_x0_level(cfg: Config, dry) -> None:
+def _check_x0_level(cfg: Config) -> None:
     """A self-supervised verifier must read its x0-prediction before the grid's last step: that step is an Euler
     step to σ = 0, so its x0-prediction is the final sample itself and every score would be 1."""
-    sigma = cfg.verifier.sigma
+    from inference_scaling.search.base import nearest_step
+
+    sigma, steps = cfg.verifier.sigma, cfg.model.search_steps
     if not 0.0 < sigma < 1.0:
         raise ConfigError(f"verifier.sigma={sigma} must lie in (0, 1)")
-    last = len(dry.sigmas) - 2
-    step = dry.x0_step(sigma)
-    if step == last:
-        enough = next(n for n in range(cfg.model.search_steps + 1, 10_000)
-                      if type(dry)(**{**dry.__dict__, "sigmas": linear_sigmas(n)}).x0_step(sigma) != n - 1)
+    step = nearest_step(linear_sigmas(steps), sigma)
+    if step == steps - 1:
+        enough = next(n for n in range(steps + 1, 10_000) if nearest_step(linear_sigmas(n), sigma) != n - 1)
         raise ConfigError(
             f"verifier={cfg.verifier.name} reads the x0-prediction at the search grid's level nearest "
-            f"sigma={sigma}, which is {float(dry.sigmas[step]):g}, the last step: there it is the final sample and "
-            f"every score is 1; use model.search_steps >= {enough} or another verifier.sigma")
+            f"sigma={sigma}, which is {float(linear_sigmas(steps)[step]):g}, the last step: there it is the final "
+            f"sample and every score is 1; use model.search_steps >= {enough} or another verifier.sigma")
 
 
 def _check_components(cfg: Config) -> None:

@@ -2,6 +2,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from tiny_models import tiny_clip
 
 from inference_scaling.__main__ import CONF_DIR
 from inference_scaling.config import register
@@ -28,3 +29,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_folder(tmp_path_factory):
+    """A 1-layer tiny CLIP saved as a transformers folder (weights, config, tokenizer), as a hub id would load."""
+    folder = tmp_path_factory.mktemp("clip")
+    model, tokenizer = tiny_clip(layers=1)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -4,7 +4,6 @@ folder format (`ImageReward.save_pretrained`), alone and in the paper's three-me
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_models import tiny_clip
 from transformers import BertTokenizer, BlipTextConfig, BlipVisionConfig
 
 from inference_scaling.datasets import DIGIT_NAMES
@@ -35,15 +34,6 @@ def tiny_image_reward_folder(tmp_path_factory):
         torch.manual_seed(0)
         model = ImageRewardModel(vision, text)
     return ImageReward(model, tokenizer).save_pretrained(root / "tiny-image-reward")
-
-
-@pytest.fixture(scope="module")
-def tiny_clip_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clip")
-    model, tokenizer = tiny_clip(layers=1)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def test_image_reward_end_to_end(config, tiny_image_reward_folder):

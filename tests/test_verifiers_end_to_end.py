@@ -22,15 +22,6 @@ from inference_scaling.verifiers.aesthetic import ScoreMLP
 DIGITS = ("logger=none", "progress=false", "benchmark.per_class=2", "budget.nfe=9")
 
 
-@pytest.fixture(scope="module")
-def tiny_clip_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clip")
-    model, tokenizer = tiny_clip(layers=1)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def scores_vary(result) -> bool:
     return len({round(r["search_score"], 6) for r in result["records"]}) > 1
 

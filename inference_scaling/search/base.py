@@ -51,7 +51,7 @@ class SearchTask:
 
     def x0_step(self, sigma: float) -> int:
         """The step of the search grid whose level is nearest `sigma` (where x0-predictions are read)."""
-        return int((self.sigmas[:-1] - sigma).abs().argmin())
+        return nearest_step(self.sigmas, sigma)
 
     def solve_with_x0(self, x: Tensor, rows: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
         """`solve`, also returning each sample's x0-prediction at the grid level nearest `sigma`. It costs no
@@ -106,6 +106,11 @@ class SearchResult:
     # Per condition, a JSON-ready record that re-renders the chosen sample from the seed alone (pivot history,
     # noise indices along a path, particle ancestry); None where `chosen` names the noise (random search).
     lineage: Optional[list[dict]] = None
+
+
+def nearest_step(sigmas: Tensor, sigma: float) -> int:
+    """The step of a grid (levels sigmas[0] > … > sigmas[-1]) whose starting level is nearest `sigma`."""
+    return int((sigmas[:-1] - sigma).abs().argmin())
 
 
 def batches(total: int, size: int) -> Iterator[slice]:
