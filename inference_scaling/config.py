@@ -184,10 +184,12 @@ def validate(cfg: Config) -> int:
         raise ConfigError(f"logger.backend={cfg.logger.backend!r}; choose one of: {', '.join(LOGGER_BACKENDS)}")
     if cfg.logger.wandb.mode not in WANDB_MODES:
         raise ConfigError(f"logger.wandb.mode={cfg.logger.wandb.mode!r}; choose one of: {', '.join(WANDB_MODES)}")
+    from inference_scaling.verifiers import VERIFIERS
     from inference_scaling.verifiers.aesthetic import HUB_PREFIX
 
     verifier_weights = cfg.verifier.weights
-    if verifier_weights.startswith(HUB_PREFIX) or (verifier_weights and weights.resolve(verifier_weights).is_dir()):
+    takes_folder = getattr(VERIFIERS.get(cfg.verifier.name), "weights_folder", False)
+    if verifier_weights.startswith(HUB_PREFIX) or (takes_folder and weights.resolve(verifier_weights).is_dir()):
         verifier_weights = ""  # a hub file (fetched when loaded) or a saved model folder (read when loaded)
     for key, path in [("model.weights", cfg.model.weights), ("verifier.weights", verifier_weights)]:
         if path:  # "" = the component has no weights file

@@ -60,3 +60,13 @@ def test_ensemble_of_all_three_members_end_to_end(config, tiny_image_reward_fold
     assert all(1.0 <= r["search_score"] <= 2.0 for r in result["records"]), result["records"]
     assert any(r["search_score"] < 2.0 for r in result["records"])  # the members disagree somewhere
     assert all(r["final_score"] == r["search_score"] for r in result["records"])  # ranks need the candidates
+
+
+def test_only_image_reward_takes_a_weights_folder(config, tiny_image_reward_folder):
+    """A folder passes validation for the verifier that reads one; for a verifier that reads a file it is refused
+    up front, before any job starts."""
+    from inference_scaling.config import ConfigError, validate
+
+    assert validate(config(*DIGITS, "verifier=image_reward", f"verifier.weights={tiny_image_reward_folder}")) == 3
+    with pytest.raises(ConfigError, match="verifier.weights: weights file .* does not exist"):
+        validate(config(*DIGITS, "verifier=aesthetic", f"verifier.weights={tiny_image_reward_folder}"))

@@ -217,6 +217,7 @@ class ImageReward:
     name = "image_reward"
     set_level = False  # each image is scored on its own
     takes_prompts = True  # scores images against the benchmark's prompts (any benchmark)
+    weights_folder = True  # `weights` may be a folder saved by save_pretrained (validation accepts folders)
 
     def __init__(self, model: ImageRewardModel, tokenizer, device: str = "cpu", dtype: torch.dtype = torch.float32,
                  batch_size: int = 32, max_length: int = MAX_LENGTH):
