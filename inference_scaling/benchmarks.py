@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -10,13 +12,16 @@ from torch import Tensor
 from inference_scaling import scenes
 from inference_scaling.datasets import DIGIT_NAMES, load_digits
 from inference_scaling.evaluation.fidelity import class_accuracy, fidelity_metrics
+from inference_scaling.scenes import ConditionError
 
 
 @dataclass
 class Conditions:
-    rows: Tensor  # (C,) or (C, F) model conditions
+    """A benchmark's condition set; model adapters encode it into their own condition rows."""
+
+    labels: Tensor  # (C,) class indices or (C, F) scene tokens: what class verifiers and evaluation read
     ids: Tensor  # (C,) condition ids: candidate i of condition c has noise (seed, ids[c], i)
-    prompts: list[str]  # human-readable condition, for results and image grids
+    prompts: list[str]  # the condition as text: what text encoders and text verifiers read, and image captions
 
 
 class DigitsBenchmark:
@@ -24,7 +29,7 @@ class DigitsBenchmark:
     1,797 digits, and class accuracy."""
 
     name = "digits"
-    model = "digits"
+    condition_kind = "digits"
     primary_metric = "fid"
 
     def __init__(self, cfg):
@@ -38,7 +43,7 @@ class DigitsBenchmark:
     def evaluate(self, images: Tensor, conditions: Conditions) -> dict[str, float]:
         metrics = fidelity_metrics(images, load_digits()[0], "digits-classifier", isc=True,
                                    kid_subset_size=self.cfg.kid_subset_size)
-        metrics["accuracy"] = class_accuracy(images, conditions.rows)
+        metrics["accuracy"] = class_accuracy(images, conditions.labels)
         return metrics
 
 
@@ -47,7 +52,7 @@ class ScenesBenchmark:
     classifier's features against generated scenes of the same conditions (`reference_size` of them)."""
 
     name = "scenes"
-    model = "scenes"
+    condition_kind = "scenes"
     primary_metric = "accuracy"
 
     def __init__(self, cfg):
@@ -68,16 +73,85 @@ class ScenesBenchmark:
         return scenes.generate(unique.repeat(repeats, 1)[: self.cfg.reference_size], self.cfg.reference_seed)
 
     def evaluate(self, images: Tensor, conditions: Conditions) -> dict[str, float]:
-        result = scenes.check(images, conditions.rows)
+        result = scenes.check(images, conditions.labels)
         metrics = {
             "accuracy": result.both_ok.float().mean().item(),
             "count_accuracy": result.count_ok.float().mean().item(),
             "relation_accuracy": result.relation_ok.float().mean().item(),
             "checker_score": result.score.mean().item(),
         }
-        metrics.update(fidelity_metrics(images, self.reference(conditions.rows), "scene-classifier", isc=False,
+        metrics.update(fidelity_metrics(images, self.reference(conditions.labels), "scene-classifier", isc=False,
                                         kid_subset_size=self.cfg.kid_subset_size))
         return metrics
 
 
-BENCHMARKS = {"digits": DigitsBenchmark, "scenes": ScenesBenchmark}
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet class names in the standard index order (synsets sorted; DiT's and SiT's labels)."""
+    return (resources.files("inference_scaling") / "assets" / "imagenet_classes.txt").read_text().splitlines()
+
+
+class ImageNetBenchmark:
+    """Class-conditional ImageNet: `per_class` conditions for each class of `classes` (all 1,000 by default),
+    interleaved so any prefix is class-balanced. Evaluated for now by the verifier's score (FID/IS against
+    reference statistics come with the benchmarks issue)."""
+
+    name = "imagenet"
+    condition_kind = "imagenet"
+    primary_metric = "verifier_score"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def conditions(self) -> Conditions:
+        classes = list(self.cfg.classes) or list(range(NUM_IMAGENET_CLASSES))
+        bad = [c for c in classes if not 0 <= c < NUM_IMAGENET_CLASSES]
+        if bad:
+            raise ConditionError(f"benchmark.classes has {bad[0]}, not an ImageNet class index; use 0..999")
+        names = imagenet_class_names()
+        labels = torch.tensor(classes).repeat(self.cfg.per_class)
+        return Conditions(labels, torch.arange(len(labels)), [names[y] for y in labels.tolist()])
+
+    def evaluate(self, images: Tensor, conditions: Conditions) -> dict[str, float]:
+        return {}
+
+
+class PromptsBenchmark:
+    """Text prompts, from `benchmark.prompts` or a UTF-8 file of one prompt a line (`benchmark.prompts_file`),
+    each `per_class` times. Evaluated for now by the verifier's score."""
+
+    name = "prompts"
+    condition_kind = "prompts"
+    primary_metric = "verifier_score"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def prompt_list(self) -> list[str]:
+        if self.cfg.prompts and self.cfg.prompts_file:
+            raise ConditionError("give benchmark.prompts or benchmark.prompts_file, not both")
+        prompts = list(self.cfg.prompts)
+        if self.cfg.prompts_file:
+            path = Path(self.cfg.prompts_file).expanduser()
+            try:
+                prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            except (OSError, UnicodeDecodeError) as err:
+                raise ConditionError(f"benchmark.prompts_file={str(path)!r} cannot be read as UTF-8 text "
+                                     f"({type(err).__name__})") from None
+        if not prompts:
+            raise ConditionError("benchmark=prompts needs prompts: benchmark.prompts=['a red cube'] or "
+                                 "benchmark.prompts_file=<text file, one prompt a line>")
+        if any(not isinstance(p, str) or not p.strip() for p in prompts):
+            raise ConditionError("benchmark.prompts holds an empty prompt")
+        return prompts
+
+    def conditions(self) -> Conditions:
+        prompts = self.prompt_list() * self.cfg.per_class
+        return Conditions(torch.zeros(len(prompts), dtype=torch.long), torch.arange(len(prompts)), prompts)
+
+    def evaluate(self, images: Tensor, conditions: Conditions) -> dict[str, float]:
+        return {}
+
+
+NUM_IMAGENET_CLASSES = 1000
+BENCHMARKS = {"digits": DigitsBenchmark, "scenes": ScenesBenchmark, "imagenet": ImageNetBenchmark,
+              "prompts": PromptsBenchmark}

@@ -19,13 +19,14 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING  # registry name in inference_scaling.runner.MODELS
+    name: str = MISSING  # registry name in inference_scaling.models.MODELS
     weights: str = MISSING  # package:NAME (committed asset), a local path, or a hub id for hub models
-    solver: str = "heun"  # euler | heun
+    solver: str = "heun"  # euler | heun | heun2
     search_steps: int = 2  # solver steps of each candidate during search
     final_steps: int = 2  # solver steps that render the chosen noise (the paper: 250 for SiT)
     guidance: float = 1.0  # classifier-free guidance scale; 1 = none (and 1 NFE per evaluation)
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda | cuda:N | mps
+    dtype: str = "float32"  # the network's dtype: float32 | bfloat16 | float16 (ODE states stay float32)
 
 
 @dataclass
@@ -105,6 +106,17 @@ class ScenesBenchmarkConfig(BenchmarkConfig):
 
 
 @dataclass
+class ImageNetBenchmarkConfig(BenchmarkConfig):
+    classes: list[int] = field(default_factory=list)  # ImageNet class indices 0..999; empty: all 1,000
+
+
+@dataclass
+class PromptsBenchmarkConfig(BenchmarkConfig):
+    prompts: list[str] = field(default_factory=list)
+    prompts_file: str = ""  # a UTF-8 text file, one prompt a line (instead of `prompts`)
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     verifier: VerifierConfig = MISSING
@@ -124,7 +136,13 @@ def register() -> None:
     for group, node in [("model", ModelConfig), ("verifier", VerifierConfig), ("search", SearchConfig),
                         ("budget", BudgetConfig), ("logger", LoggerConfig), ("benchmark", BenchmarkConfig)]:
         cs.store(group=group, name=f"base_{group}", node=node)
-    cs.store(group="benchmark", name="base_scenes_benchmark", node=ScenesBenchmarkConfig)
+    for name, node in [("scenes", ScenesBenchmarkConfig), ("imagenet", ImageNetBenchmarkConfig),
+                       ("prompts", PromptsBenchmarkConfig)]:
+        cs.store(group="benchmark", name=f"base_{name}_benchmark", node=node)
+    from inference_scaling.models import model_configs
+
+    for name, node in model_configs().items():
+        cs.store(group="model", name=f"base_{name}", node=node)
     for name, node in [("zero_order", ZeroOrderConfig), ("paths", PathsConfig), ("fk_steering", FKSteeringConfig),
                        ("evolutionary", EvolutionaryConfig)]:
         cs.store(group="search", name=f"base_{name}", node=node)
@@ -149,7 +167,8 @@ def register() -> None:
         cs.store(group="verifier", name=f"base_{name}", node=node)
     if not OmegaConf.has_resolver("sample_cost"):
         # budget=one_sample: exactly one candidate of the model's search sampler, i.e. no search.
-        OmegaConf.register_new_resolver("sample_cost", lambda solver, steps, guidance: _cost(solver, steps, guidance))
+        OmegaConf.register_new_resolver("sample_cost", lambda name, solver, steps, guidance: _cost(
+            name, solver, int(steps), float(guidance)))
 
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -161,13 +180,32 @@ def _at_least(name: str, value, low) -> None:
         raise ConfigError(f"{name}={value} must be >= {low}")
 
 
-def _cost(solver: str, steps: int, guidance: float) -> int:
-    return solver_nfe(solver, linear_sigmas(int(steps))) * (1 if float(guidance) == 1.0 else 2)
+def _cost(name: str, solver: str, steps: int, guidance: float) -> int:
+    from types import SimpleNamespace
+
+    from inference_scaling.models import model_class
+
+    return solver_nfe(solver, linear_sigmas(steps)) * model_class(name).evals_per_call(SimpleNamespace(guidance=guidance))
 
 
 def search_cost(model: ModelConfig) -> int:
-    """NFEs per condition of one candidate with the model's search sampler, guidance included."""
-    return _cost(model.solver, model.search_steps, model.guidance)
+    """NFEs per condition of one candidate with the model's search sampler, guidance as the model declares it."""
+    from inference_scaling.models import model_class
+
+    return solver_nfe(model.solver, search_sigmas(model)) * model_class(model.name).evals_per_call(model)
+
+
+def search_sigmas(model: ModelConfig):
+    """The model's own σ grid for its search sampler."""
+    from inference_scaling.models import model_class
+
+    return model_class(model.name).sigmas(model, model.search_steps)
+
+
+def final_sigmas(model: ModelConfig):
+    from inference_scaling.models import model_class
+
+    return model_class(model.name).sigmas(model, model.final_steps)
 
 
 def validate(cfg: Config) -> int:
@@ -177,6 +215,7 @@ def validate(cfg: Config) -> int:
     _at_least("model.search_steps", cfg.model.search_steps, 1)
     _at_least("model.final_steps", cfg.model.final_steps, 1)
     _at_least("model.guidance", cfg.model.guidance, 0.0)
+    _check_device(cfg.model)
     _at_least("search.max_batch_size", cfg.search.max_batch_size, 1)
     _at_least("benchmark.per_class", cfg.benchmark.per_class, 1)
     _at_least("benchmark.kid_subset_size", cfg.benchmark.kid_subset_size, 2)
@@ -184,21 +223,51 @@ def validate(cfg: Config) -> int:
         raise ConfigError(f"logger.backend={cfg.logger.backend!r}; choose one of: {', '.join(LOGGER_BACKENDS)}")
     if cfg.logger.wandb.mode not in WANDB_MODES:
         raise ConfigError(f"logger.wandb.mode={cfg.logger.wandb.mode!r}; choose one of: {', '.join(WANDB_MODES)}")
+    _check_components(cfg)
+    from inference_scaling.models import model_class
     from inference_scaling.verifiers import VERIFIERS
     from inference_scaling.verifiers.aesthetic import HUB_PREFIX
 
+    try:
+        model_class(cfg.model.name).check_config(cfg.model)
+    except weights.WeightsError as err:
+        raise ConfigError(f"model.weights: {err}") from None
+    except ValueError as err:  # adapters name the key in their message
+        raise ConfigError(str(err)) from None
     verifier_weights = cfg.verifier.weights
     takes_folder = getattr(VERIFIERS.get(cfg.verifier.name), "weights_folder", False)
     if verifier_weights.startswith(HUB_PREFIX) or (takes_folder and weights.resolve(verifier_weights).is_dir()):
         verifier_weights = ""  # a hub file (fetched when loaded) or a saved model folder (read when loaded)
-    for key, path in [("model.weights", cfg.model.weights), ("verifier.weights", verifier_weights)]:
-        if path:  # "" = the component has no weights file
-            try:
-                weights.check_exists(path)
-            except weights.WeightsError as err:
-                raise ConfigError(f"{key}: {err}") from None
-    _check_components(cfg)
+    if verifier_weights:  # "" = the verifier has no weights file
+        try:
+            weights.check_exists(verifier_weights)
+        except weights.WeightsError as err:
+            raise ConfigError(f"verifier.weights: {err}") from None
     return _check_search_plan(cfg)
+
+
+def _check_device(model: ModelConfig) -> None:
+    """A device this machine has and a dtype the adapters support, before anything loads."""
+    import torch
+
+    from inference_scaling.models.base import DTYPES
+
+    if model.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype={model.dtype!r} is not supported; choose one of: {', '.join(DTYPES)}")
+    try:
+        device = torch.device(model.device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"model.device={model.device!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"model.device={model.device} but this machine has no CUDA device; use model.device=cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"model.device={model.device}: this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"model.device={model.device} but MPS is not available here; use model.device=cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"model.device={model.device!r} is not supported; use cpu, cuda, cuda:N or mps")
 
 
 def _check_search_plan(cfg: Config) -> int:
@@ -214,7 +283,7 @@ def _check_search_plan(cfg: Config) -> int:
         search = build_search(cfg.search)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    dry = SearchTask(denoiser=None, solver=get_solver(cfg.model.solver), sigmas=linear_sigmas(cfg.model.search_steps),
+    dry = SearchTask(denoiser=None, solver=get_solver(cfg.model.solver), sigmas=search_sigmas(cfg.model),
                      cost_per_sample=search_cost(cfg.model), conds=torch.zeros(0), condition_ids=torch.zeros(0),
                      noise_shape=(), seed=cfg.seed, verifier=None, max_batch_size=cfg.search.max_batch_size)
     if getattr(VERIFIERS[cfg.verifier.name], "needs_x0", False):
@@ -227,22 +296,25 @@ def _check_x0_level(cfg: Config) -> None:
     step to σ = 0, so its x0-prediction is the final sample itself and every score would be 1."""
     from inference_scaling.search.base import nearest_step
 
+    from inference_scaling.models import model_class
+
     sigma, steps = cfg.verifier.sigma, cfg.model.search_steps
     if not 0.0 < sigma < 1.0:
         raise ConfigError(f"verifier.sigma={sigma} must lie in (0, 1)")
-    step = nearest_step(linear_sigmas(steps), sigma)
+    grid = model_class(cfg.model.name).sigmas
+    step = nearest_step(grid(cfg.model, steps), sigma)
     if step == steps - 1:
-        enough = next(n for n in range(steps + 1, 10_000) if nearest_step(linear_sigmas(n), sigma) != n - 1)
+        enough = next(n for n in range(steps + 1, 10_000) if nearest_step(grid(cfg.model, n), sigma) != n - 1)
         raise ConfigError(
             f"verifier={cfg.verifier.name} reads the x0-prediction at the search grid's level nearest "
-            f"sigma={sigma}, which is {float(linear_sigmas(steps)[step]):g}, the last step: there it is the final "
+            f"sigma={sigma}, which is {float(grid(cfg.model, steps)[step]):g}, the last step: there it is the final "
             f"sample and every score is 1; use model.search_steps >= {enough} or another verifier.sigma")
 
 
 def _check_components(cfg: Config) -> None:
     """Names exist in their registries and fit together (a benchmark's conditions, its model, the verifier)."""
     from inference_scaling.benchmarks import BENCHMARKS
-    from inference_scaling.runner import MODELS
+    from inference_scaling.models import MODELS, model_class
     from inference_scaling.scenes import ConditionError
     from inference_scaling.search import SEARCHES
     from inference_scaling.verifiers import VERIFIERS
@@ -252,8 +324,11 @@ def _check_components(cfg: Config) -> None:
         if name not in registry:
             raise ConfigError(f"{kind}.name={name!r} is unknown; choose one of: {', '.join(sorted(registry))}")
     benchmark = BENCHMARKS[cfg.benchmark.name](cfg.benchmark)
-    if cfg.model.name != benchmark.model:
-        raise ConfigError(f"model={cfg.model.name} does not draw benchmark={benchmark.name}; use model={benchmark.model}")
+    takes = model_class(cfg.model.name).condition_kind
+    if takes != benchmark.condition_kind:
+        models = sorted(m for m in MODELS if model_class(m).condition_kind == benchmark.condition_kind)
+        raise ConfigError(f"model={cfg.model.name} takes {takes} conditions but benchmark={benchmark.name} gives "
+                          f"{benchmark.condition_kind} conditions; models for it: {', '.join(models)}")
     accepted = getattr(VERIFIERS[cfg.verifier.name], "benchmarks", None)
     if accepted is not None and benchmark.name not in accepted:
         raise ConfigError(f"verifier={cfg.verifier.name} does not score benchmark={benchmark.name}; "

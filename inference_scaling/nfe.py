@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 from torch import Tensor
 
 from inference_scaling.denoiser import Denoiser
@@ -25,6 +28,28 @@ class NFECounter:
     def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
         self.count += x.shape[0]
         return self.denoiser(x, sigma, cond)
+
+
+class DecodeCounter:
+    """Wraps a latent model's decoder and records its calls, images and seconds; they are not NFEs and are
+    reported beside them."""
+
+    def __init__(self, decode: Callable[[Tensor], Tensor]):
+        self.decode = decode
+        self.calls = 0
+        self.images = 0
+        self.seconds = 0.0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        start = time.perf_counter()
+        images = self.decode(x)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        self.images += len(x)
+        return images
+
+    def as_dict(self) -> dict:
+        return {"calls": self.calls, "images": self.images, "seconds": self.seconds}
 
 
 def check_budget(budget: int, cost_per_sample: int) -> int:

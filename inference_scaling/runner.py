@@ -6,55 +6,41 @@ Library code below this module computes; this module (with `reporting`) is the o
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
 
 import torch
 
 from inference_scaling.benchmarks import BENCHMARKS, Conditions
-from inference_scaling.config import Config, search_cost, validate
-from inference_scaling.denoiser import GuidedDenoiser
-from inference_scaling.models.flow_mlp import FlowDenoiser, load_flow
-from inference_scaling.nfe import NFECounter
+from inference_scaling.config import Config, final_sigmas, search_cost, search_sigmas, validate
+from inference_scaling.models import load_model
+from inference_scaling.nfe import DecodeCounter, NFECounter
 from inference_scaling.noise import candidate_noise
-from inference_scaling.sampling import get_solver, linear_sigmas
+from inference_scaling.sampling import get_solver
 from inference_scaling.search import SearchTask, build_search
+from inference_scaling.search.base import batches
 from inference_scaling.verifiers import build_verifier
-
-
-@dataclass
-class LoadedModel:
-    denoiser: Any  # the adapter onto the denoiser contract
-    null_cond: torch.Tensor  # the one-row unconditional condition, for guidance
-    noise_shape: tuple[int, ...]
-
-
-def load_embedded(cfg) -> LoadedModel:
-    """The embedded flow-model family (digits, scenes): FlowMLP weights with their architecture."""
-    net = load_flow(cfg.weights, cfg.device)
-    return LoadedModel(FlowDenoiser(net), net.null_cond, net.image_shape)
-
-
-MODELS: dict[str, Callable[..., LoadedModel]] = {"digits": load_embedded, "scenes": load_embedded}
 
 
 def run(cfg: Config) -> dict:
     """Search, render and evaluate one job; returns results (metrics, per-condition records, images)."""
     validate(cfg)
-    model = MODELS[cfg.model.name](cfg.model)
     benchmark = BENCHMARKS[cfg.benchmark.name](cfg.benchmark)
+    conditions: Conditions = benchmark.conditions()
+    model = load_model(cfg.model)
+    encode_start = time.perf_counter()
+    model_conds = model.encode(conditions)
+    encode_seconds = time.perf_counter() - encode_start
+    model.free_encoders()
     verifier = build_verifier(cfg.verifier, device=cfg.model.device)
     search = build_search(cfg.search, progress=cfg.progress)
-    conditions: Conditions = benchmark.conditions()
 
-    counter = NFECounter(model.denoiser)
-    guided = GuidedDenoiser(counter, cfg.model.guidance, model.null_cond)
-    solver = get_solver(cfg.model.solver)
+    counter = NFECounter(model)
+    decoder = DecodeCounter(model.decode)
     task = SearchTask(
-        denoiser=guided, solver=solver, sigmas=linear_sigmas(cfg.model.search_steps),
-        cost_per_sample=search_cost(cfg.model), conds=conditions.rows, condition_ids=conditions.ids,
-        noise_shape=model.noise_shape, seed=cfg.seed, verifier=verifier,
+        denoiser=model.guided(counter, cfg.model.guidance), solver=get_solver(cfg.model.solver),
+        sigmas=search_sigmas(cfg.model), cost_per_sample=search_cost(cfg.model), conds=model_conds,
+        condition_ids=conditions.ids, noise_shape=model.noise_shape, seed=cfg.seed, verifier=verifier,
         max_batch_size=cfg.search.max_batch_size, device=cfg.model.device, prompts=conditions.prompts,
+        labels=conditions.labels, decode=decoder if model.decodes else model.decode,
     )
     start = time.perf_counter()
     result = search(task, cfg.budget.nfe)
@@ -63,23 +49,27 @@ def run(cfg: Config) -> dict:
     nfe_search = counter.count / n_cond
     assert nfe_search <= cfg.budget.nfe, f"search spent {nfe_search} NFEs per condition, budget {cfg.budget.nfe}"
 
+    search_decode = decoder.as_dict()
+
     # The paper renders the chosen noise with the (more expensive) final sampler.
-    images = result.images
+    states = result.images
     counter.count = 0
     all_rows = torch.arange(n_cond)
     if cfg.model.final_steps != cfg.model.search_steps:
-        final_task = SearchTask(**{**task.__dict__, "sigmas": linear_sigmas(cfg.model.final_steps)})
+        final_task = SearchTask(**{**task.__dict__, "sigmas": final_sigmas(cfg.model)})
         if result.lineage is not None:  # the chosen sample is a path of noises, not one initial noise
-            images = search.replay(final_task, result.lineage).cpu()
+            states = search.replay(final_task, result.lineage).cpu()
         else:
-            images = final_task.solve(final_task.noise(all_rows, result.chosen), all_rows).cpu()
+            states = final_task.solve(final_task.noise(all_rows, result.chosen), all_rows).cpu()
     nfe_final = counter.count / n_cond
+    images = torch.cat([model.decode(states[part].to(cfg.model.device)).cpu()
+                        for part in batches(n_cond, cfg.search.max_batch_size)]) if model.decodes else states
     search_cost_record = verifier.cost.as_dict()
     if getattr(verifier, "needs_x0", False) or getattr(verifier, "set_level", False):
         # The score needs the trajectory, or is relative to the other candidates: keep the search's own score.
         final_scores = result.scores
     else:
-        final_scores = task.score(images, all_rows)
+        final_scores = task.score_images(images.to(cfg.model.device), all_rows)
 
     eval_start = time.perf_counter()
     metrics = benchmark.evaluate(images, conditions)
@@ -99,6 +89,10 @@ def run(cfg: Config) -> dict:
            if getattr(verifier, "needs_x0", False) else {}),
         search_seconds=search_seconds,
         search_nfe_per_second=counter_rate(nfe_search * n_cond, search_seconds),
+        decoder_calls_search=search_decode["calls"],
+        decoded_images_search=search_decode["images"],
+        decoder_seconds_search=search_decode["seconds"],
+        condition_encode_seconds=encode_seconds,
         eval_seconds=time.perf_counter() - eval_start,
     )
     records = [
@@ -120,10 +114,15 @@ def counter_rate(nfes: float, seconds: float) -> float:
 
 
 def replay(cfg: Config, condition_position: int, chosen_index: int) -> torch.Tensor:
-    """Re-render a recorded choice from (seed, condition id, index) alone, with the final sampler."""
-    model = MODELS[cfg.model.name](cfg.model)
+    """Re-render a recorded choice from (seed, condition id, index) alone, with the final sampler; returns the
+    decoded image."""
+    model = load_model(cfg.model)
     conditions = BENCHMARKS[cfg.benchmark.name](cfg.benchmark).conditions()
-    guided = GuidedDenoiser(model.denoiser, cfg.model.guidance, model.null_cond)
-    noise = candidate_noise(cfg.seed, conditions.ids[[condition_position]], torch.tensor([chosen_index]), model.noise_shape)
-    return get_solver(cfg.model.solver)(guided, noise, linear_sigmas(cfg.model.final_steps),
-                                        conditions.rows[[condition_position]])
+    rows = model.encode(conditions)[[condition_position]]
+    noise = candidate_noise(cfg.seed, conditions.ids[[condition_position]], torch.tensor([chosen_index]),
+                            model.noise_shape).to(cfg.model.device)
+    task = SearchTask(denoiser=model.guided(model, cfg.model.guidance), solver=get_solver(cfg.model.solver),
+                      sigmas=final_sigmas(cfg.model), cost_per_sample=0, conds=rows, condition_ids=torch.zeros(1),
+                      noise_shape=model.noise_shape, seed=cfg.seed, verifier=None, max_batch_size=1,
+                      device=cfg.model.device)
+    return model.decode(task.solve(noise, torch.zeros(1, dtype=torch.long))).cpu()

@@ -69,7 +69,24 @@ def heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Tensor, callback: 
     return x
 
 
-SOLVERS: dict[str, Callable[..., Tensor]] = {"euler": euler, "heun": heun}
+@torch.no_grad()
+def heun2(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Tensor, callback: Callback = None) -> Tensor:
+    """Heun's method with the correction on every step, the last one included (torchdiffeq's fixed-grid `heun2`,
+    which SiT's ODE sampler uses): N steps cost 2N NFEs. At σ = 0 the corrector evaluates the network on the
+    final sample, so SiT's 250-step sampling is 500 NFEs where the EDM-style `heun` spends 499."""
+    for i, (s, s_next) in enumerate(zip(sigmas[:-1].tolist(), sigmas[1:].tolist())):
+        d_cur = denoiser(x, _levels(x, s), cond)
+        if callback is not None:
+            callback(Step(i, s, s_next, x, x0_from_velocity(x, _levels(x, s), d_cur)))
+        # Euler step.
+        x_next = x + (s_next - s) * d_cur
+        # Apply 2nd order correction.
+        d_prime = denoiser(x_next, _levels(x, s_next), cond)
+        x = x + (s_next - s) * (0.5 * d_cur + 0.5 * d_prime)
+    return x
+
+
+SOLVERS: dict[str, Callable[..., Tensor]] = {"euler": euler, "heun": heun, "heun2": heun2}
 
 
 def solver_nfe(solver: str, sigmas: Tensor) -> int:
@@ -79,6 +96,8 @@ def solver_nfe(solver: str, sigmas: Tensor) -> int:
         return steps
     if solver == "heun":
         return 2 * steps - int(bool(sigmas[-1] == 0))
+    if solver == "heun2":
+        return 2 * steps
     raise ValueError(f"unknown solver {solver!r}; choose one of: {', '.join(SOLVERS)}")
 
 

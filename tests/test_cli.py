@@ -76,7 +76,7 @@ def test_multirun_writes_records_and_scaling_figure(tmp_path):
     ("search.max_batch_size=0", "error: search.max_batch_size=0 must be >= 1"),
     ("model.solver=rk4", "error: model.solver='rk4' is not a solver; choose one of: euler, heun"),
     ("model.weights=/nonexistent/flow.safetensors", "error: model.weights: weights file '/nonexistent/flow.safetensors'"),
-    ("model=scenes", "error: model=scenes does not draw benchmark=digits; use model=digits"),
+    ("model=scenes", "error: model=scenes takes scenes conditions but benchmark=digits gives digits conditions; models for it: digits"),
     ("verifier=scene_checker", "error: verifier=scene_checker does not score benchmark=digits; it scores: scenes"),
 ])
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, override, message):

@@ -1,1 +1,32 @@
-"""Model families, each adapted once onto the denoiser contract (`inference_scaling.denoiser`)."""
+"""Model families, each adapted once onto the denoiser contract (`inference_scaling.models.base.ModelAdapter`).
+
+The registry names the adapter class of every `model.name`; modules load on first use, so choosing the
+embedded model never imports diffusers.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+MODELS: dict[str, str] = {
+    "digits": "inference_scaling.models.digits:DigitsModel",
+    "scenes": "inference_scaling.models.scenes:ScenesModel",
+}
+
+
+def model_class(name: str):
+    """The adapter class registered as `name`; unknown names fail with the list of known ones."""
+    if name not in MODELS:
+        raise ValueError(f"model.name={name!r} is unknown; choose one of: {', '.join(sorted(MODELS))}")
+    module, _, cls = MODELS[name].partition(":")
+    return getattr(import_module(module), cls)
+
+
+def load_model(cfg):
+    """The adapter of `cfg.name`, loaded from `cfg.weights` onto `cfg.device`."""
+    return model_class(cfg.name)(cfg)
+
+
+def model_configs() -> dict[str, type]:
+    """The typed config of every model family that has fields of its own, by config-store name."""
+    return {}

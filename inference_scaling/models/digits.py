@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inference_scaling.models.flow_mlp import FlowDenoiser, FlowMLP
+from inference_scaling.models.flow_mlp import EmbeddedFlowModel, FlowDenoiser, FlowMLP
 from inference_scaling.models.flow_mlp import load_flow as _load
 
 NUM_CLASSES = 10
@@ -18,3 +18,10 @@ def new_model() -> FlowMLP:
 
 def load_flow(path: str = DEFAULT_WEIGHTS, device: str = "cpu") -> FlowMLP:
     return _load(path, device)
+
+
+class DigitsModel(EmbeddedFlowModel):
+    """`model=digits`: class labels over the ten digits."""
+
+    name = "digits"
+    condition_kind = "digits"

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from inference_scaling import weights
+from inference_scaling.models.base import ModelAdapter
 
 
 def timestep_embedding(sigma: Tensor, dim: int) -> Tensor:
@@ -83,13 +84,36 @@ class FlowMLP(nn.Module):
 
 
 class FlowDenoiser:
-    """Adapter of FlowMLP onto the denoiser contract (it already predicts the contract's velocity)."""
+    """FlowMLP on the denoiser contract (it already predicts the contract's velocity)."""
 
     def __init__(self, net: FlowMLP):
         self.net = net
 
     def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
         return self.net(x, sigma, cond)
+
+
+class EmbeddedFlowModel(ModelAdapter):
+    """The embedded pixel-space FlowMLP family: conditions are integer token rows, decode is the identity."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.net = load_flow(cfg.weights, cfg.device)
+        self.noise_shape = self.net.image_shape
+        self.null_cond = self.net.null_cond
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        weights.check_exists(cfg.weights)
+
+    def encode(self, conditions) -> Tensor:
+        return conditions.labels
+
+    def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
+        if self.dtype == torch.float32:
+            return self.net(x, sigma, cond)
+        with torch.autocast(torch.device(self.device).type, dtype=self.dtype):  # weights stay float32
+            return self.net(x, sigma, cond).float()
 
 
 def load_flow(path: str, device: str = "cpu") -> FlowMLP:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from inference_scaling import scenes, weights
-from inference_scaling.models.flow_mlp import FlowMLP, load_flow
+from inference_scaling.models.flow_mlp import EmbeddedFlowModel, FlowMLP, load_flow
 
 FLOW_WEIGHTS = "package:scenes_flow.safetensors"
 CLASSIFIER_WEIGHTS = "package:scene_classifier.safetensors"
@@ -58,3 +58,10 @@ class SceneClassifier(nn.Module):
 
 def load_classifier(path: str = CLASSIFIER_WEIGHTS, device: str = "cpu") -> SceneClassifier:
     return weights.load_into(SceneClassifier, path).to(device)
+
+
+class ScenesModel(EmbeddedFlowModel):
+    """`model=scenes`: (count, relation) token rows of the scenes grammar."""
+
+    name = "scenes"
+    condition_kind = "scenes"

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from inference_scaling.denoiser import Denoiser, x0_from_velocity
+from inference_scaling.denoiser import Denoiser, Rows, x0_from_velocity
 from inference_scaling.noise import candidate_noise
 from inference_scaling.sampling import solver_nfe
 from inference_scaling.verifiers.base import Verifier
@@ -22,9 +22,9 @@ class SearchTask:
 
     denoiser: Denoiser  # guided and NFE-counted; the algorithm never counts by hand
     solver: Callable[..., Tensor]  # a sampler from inference_scaling.sampling
-    sigmas: Tensor  # the search sampler's grid
+    sigmas: Tensor  # the search sampler's grid (the model's own schedule)
     cost_per_sample: int  # NFEs of one solve on `sigmas`, guidance included
-    conds: Tensor  # (C, ...) model conditions
+    conds: Rows  # (C rows) the model's condition rows (class indices, tokens, text embeddings)
     condition_ids: Tensor  # (C,) ids naming each condition's noises
     noise_shape: tuple[int, ...]
     seed: int
@@ -32,10 +32,23 @@ class SearchTask:
     max_batch_size: int
     device: str = "cpu"
     prompts: Optional[list[str]] = None  # per condition, for verifiers that read text (`takes_prompts`)
+    labels: Optional[Tensor] = None  # (C, ...) what class verifiers read; None: `conds`
+    decode: Callable[[Tensor], Tensor] = lambda x: x  # search states → images in [-1, 1] (a latent model's VAE)
+
+    @property
+    def sigma_top(self) -> float:
+        """The grid's first level: 1 for flow models; below 1 for ε-prediction models on a VP schedule."""
+        return float(self.sigmas[0])
 
     def noise(self, rows: Tensor, indices: Tensor) -> Tensor:
         """Noise of candidate `indices` for conditions at positions `rows`."""
         return candidate_noise(self.seed, self.condition_ids[rows], indices, self.noise_shape).to(self.device)
+
+    def enter(self, x: Tensor, sigma: float) -> tuple[Tensor, float]:
+        """A state at level σ as a state on the model's grid: above its top level (pure noise at σ = 1) the state
+        is scaled to the top level, x·σ_top/σ, the linear interpolant's noise term there. Identity when σ_top = 1."""
+        top = self.sigma_top
+        return (x, sigma) if sigma <= top else (x * (top / sigma), top)
 
     def solve_on(self, grid: Tensor, x: Tensor, rows: Tensor, callback=None) -> Tensor:
         """Solve states x (at grid[0]) for the conditions at positions `rows` down to grid[-1], in denoiser calls
@@ -47,7 +60,7 @@ class SearchTask:
 
     def solve(self, x: Tensor, rows: Tensor) -> Tensor:
         """Solve initial noises on the search grid."""
-        return self.solve_on(self.sigmas, x, rows)
+        return self.solve_on(self.sigmas, self.enter(x, 1.0)[0], rows)
 
     def x0_step(self, sigma: float) -> int:
         """The step of the search grid whose level is nearest `sigma` (where x0-predictions are read)."""
@@ -57,7 +70,8 @@ class SearchTask:
         """`solve`, also returning each sample's x0-prediction at the grid level nearest `sigma`. It costs no
         extra NFE: it is the prediction of the denoiser evaluation that step makes anyway."""
         step, seen = self.x0_step(sigma), []
-        final = self.solve_on(self.sigmas, x, rows, callback=lambda s: seen.append(s.x0) if s.index == step else None)
+        final = self.solve_on(self.sigmas, self.enter(x, 1.0)[0], rows,
+                              callback=lambda s: seen.append(s.x0) if s.index == step else None)
         return final, torch.cat(seen)
 
     def solve_and_score(self, x: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
@@ -70,12 +84,17 @@ class SearchTask:
         return final, self.score(final, rows)
 
     def score(self, x: Tensor, rows: Tensor, x0: Optional[Tensor] = None) -> Tensor:
-        """Verifier scores (on the CPU) of candidates `x` for the conditions at positions `rows`; a set-level
-        verifier is told which candidates belong to the same condition, a self-supervised one gets `x0`."""
+        """Verifier scores (on the CPU) of search states `x` (decoded to images first) for the conditions at
+        positions `rows`; a set-level verifier is told which candidates belong to the same condition, a
+        self-supervised one gets the decoded x0-predictions `x0`."""
+        return self.score_images(self.decode(x), rows, None if x0 is None else self.decode(x0))
+
+    def score_images(self, x: Tensor, rows: Tensor, x0: Optional[Tensor] = None) -> Tensor:
+        """`score` of images already decoded."""
         if getattr(self.verifier, "takes_prompts", False):
             cond = [self.prompts[r] for r in rows.tolist()]
         else:
-            cond = self.conds[rows].to(x.device)
+            cond = (self.conds if self.labels is None else self.labels)[rows].to(x.device)
         if getattr(self.verifier, "set_level", False):
             return self.verifier(x, cond, groups=rows).float().cpu()
         if getattr(self.verifier, "needs_x0", False):
@@ -163,11 +182,14 @@ def segment_sigmas(sigmas: Tensor, sigma_from: float, sigma_to: float) -> Tensor
 
 def segment_cost(task: SearchTask, sigma_from: float, sigma_to: float) -> int:
     """NFEs per sample of one solve from `sigma_from` to `sigma_to` (guidance included)."""
-    return solver_nfe(task.solver.__name__, segment_sigmas(task.sigmas, sigma_from, sigma_to)) * evals_per_call(task)
+    grid = segment_sigmas(task.sigmas, min(sigma_from, task.sigma_top), sigma_to)
+    return solver_nfe(task.solver.__name__, grid) * evals_per_call(task)
 
 
 def solve_between(task: SearchTask, x: Tensor, rows: Tensor, sigma_from: float, sigma_to: float) -> Tensor:
-    """Solve states x at level `sigma_from` down to `sigma_to`, in denoiser calls of at most `max_batch_size` rows."""
+    """Solve states x at level `sigma_from` down to `sigma_to`, in denoiser calls of at most `max_batch_size` rows;
+    a state above the grid's top level (initial noise at σ = 1) enters at the top (`SearchTask.enter`)."""
+    x, sigma_from = task.enter(x, sigma_from)
     return task.solve_on(segment_sigmas(task.sigmas, sigma_from, sigma_to), x, rows)
 
 
