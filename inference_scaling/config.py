@@ -181,11 +181,9 @@ def _at_least(name: str, value, low) -> None:
 
 
 def _cost(name: str, solver: str, steps: int, guidance: float) -> int:
-    from types import SimpleNamespace
-
     from inference_scaling.models import model_class
 
-    return solver_nfe(solver, linear_sigmas(steps)) * model_class(name).evals_per_call(SimpleNamespace(guidance=guidance))
+    return solver_nfe(solver, linear_sigmas(steps)) * model_class(name).guidance_cost(guidance)
 
 
 def search_cost(model: ModelConfig) -> int:

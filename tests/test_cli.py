@@ -26,11 +26,20 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 SCENES = ["model=scenes", "benchmark=scenes", "verifier=scene_checker"]
 SCENES_OPTIONS = {("model", "scenes"), ("benchmark", "scenes"), ("verifier", "scene_checker"),
                   ("verifier", "scene_classifier")}
+IMAGENET = ["benchmark=imagenet", "verifier=clip_zeroshot", "budget=one_sample"]  # one SiT sample: 50 NFEs
+NO_PUBLIC_SIT = "model.weights=https://example.org/SiT.pt"  # SiT-L/2, B/2: no public weights; a URL is fetched on load
+IMAGENET_OPTIONS = {("model", "sit_xl2"): IMAGENET, ("model", "sit_l2"): [*IMAGENET, NO_PUBLIC_SIT],
+                    ("model", "sit_b2"): [*IMAGENET, NO_PUBLIC_SIT], ("benchmark", "imagenet"): ["model=sit_xl2", *IMAGENET[1:]],
+                    ("model", "dit_xl2"): IMAGENET}
+PROMPTS = ["benchmark=prompts", "benchmark.prompts=[a red cube]", "verifier=clip_score", "budget=one_sample"]
+PROMPTS_OPTIONS = {**{("model", m): PROMPTS for m in ("flux_dev", "flux_schnell", "sd35_medium", "pixart_sigma")},
+                   ("benchmark", "prompts"): ["model=flux_dev", *PROMPTS[1:]]}
 
 
 @pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))])
 def test_every_config_option_composes_and_validates(config, group, option):
-    base = SCENES if (group, option) in SCENES_OPTIONS else []
+    base = SCENES if (group, option) in SCENES_OPTIONS else IMAGENET_OPTIONS.get((group, option),
+                                                                                  PROMPTS_OPTIONS.get((group, option), []))
     if group == "search":
         base = ["budget.nfe=96"]  # the smallest budget some algorithms accept on the default sampler is 42
     if option.startswith("ssl_"):

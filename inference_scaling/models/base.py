@@ -42,8 +42,13 @@ class ModelAdapter:
 
     @classmethod
     def evals_per_call(cls, cfg) -> int:
-        """NFEs of one guided evaluation of one sample: 2 under true classifier-free guidance, else 1."""
-        return 1 if cls.guidance_embedded or float(cfg.guidance) == 1.0 else 2
+        """NFEs of one guided evaluation of one sample under `cfg.guidance`."""
+        return cls.guidance_cost(cfg.guidance)
+
+    @classmethod
+    def guidance_cost(cls, guidance: float) -> int:
+        """2 under true classifier-free guidance (a conditional and an unconditional pass), else 1."""
+        return 1 if cls.guidance_embedded or float(guidance) == 1.0 else 2
 
     @classmethod
     def sigmas(cls, cfg, steps: int) -> Tensor:
@@ -64,7 +69,7 @@ class ModelAdapter:
 
     def guided(self, network: Denoiser, guidance: float) -> Denoiser:
         """The denoiser the samplers call: `network` (the NFE-counted `self`) under the model's guidance."""
-        if self.evals_per_call(self.cfg) == 1:
+        if self.guidance_cost(guidance) == 1:
             return network
         return GuidedDenoiser(network, guidance, self.null_cond, channels=self.guidance_channels)
 

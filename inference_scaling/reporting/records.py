@@ -38,7 +38,8 @@ def image_grid_png(images: torch.Tensor, path: Path, labels: list[str] | None = 
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < len(images):
-            ax.imshow(images[k].clamp(-1, 1).permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=-1, vmax=1)
+            pixels = ((images[k].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).squeeze(-1).numpy()  # RGB wants [0, 1]
+            ax.imshow(pixels, cmap="gray", vmin=0, vmax=1)
             if labels is not None:
                 ax.set_title(labels[k], fontsize=6)
     fig.tight_layout(pad=0.2)

@@ -38,7 +38,7 @@ from inference_scaling.verifiers.base import VerifierCost
 from inference_scaling.weights import WeightsError
 
 # Benchmarks whose conditions are class indices (B,): the ones class-conditional verifiers can score.
-CLASS_BENCHMARKS = ("digits",)  # benchmarks whose conditions are class indices (an ImageNet one will join)
+CLASS_BENCHMARKS = ("digits", "imagenet")  # benchmarks whose conditions are class indices
 TF_CLASS_MAP = "inception_2015_12_05_classes.json"
 INCEPTION_DTYPES = ("float32", "float64")  # the internal dtypes torch-fidelity's Inception accepts
 
