@@ -16,8 +16,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from inference_scaling.models.latent import decode_latents
-from inference_scaling.models.vp import VPModel, VPModelConfig, check_transformer, learned_sigma_split, load_part
+from inference_scaling.models.latent import decode_latents, load_part
+from inference_scaling.models.vp import VPModel, VPModelConfig, check_transformer, learned_sigma_split
 
 IMAGENET_CLASSES = 1000
 

@@ -33,7 +33,7 @@ from torch import Tensor
 from inference_scaling.config import ModelConfig
 from inference_scaling.denoiser import EmbeddedConditions
 from inference_scaling.models.base import ModelAdapter
-from inference_scaling.models.latent import check_source, decode_latents, load_vae
+from inference_scaling.models.latent import check_source, decode_latents, first_line, load_part, load_vae
 from inference_scaling.models.text import PromptEmbeddings
 from inference_scaling.weights import WeightsError
 
@@ -147,10 +147,6 @@ def read_json(folder: str, name: str) -> Optional[dict]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
 def at_load(check, *args) -> None:
     """Run a config check on what a loaded folder says; its refusal is a loading failure (one line)."""
     try:
@@ -163,15 +159,6 @@ def source_key(spec: str) -> str:
     """A model id for cache keys: the absolute path of a local folder, else the hub id."""
     path = Path(spec).expanduser()
     return str(path.resolve()) if path.exists() else spec
-
-
-def load_part(cls, spec: str, subfolder: str, **kwargs):
-    """`cls.from_pretrained(spec, subfolder=...)` with failures as one-line WeightsErrors naming the part."""
-    try:
-        return cls.from_pretrained(spec, subfolder=subfolder, **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
-        raise WeightsError(f"model.weights={spec!r}: cannot load {subfolder}/ as {cls.__name__} "
-                           f"({first_line(err)})") from None
 
 
 def load_transformer(cls, cfg, dtype: torch.dtype):
@@ -200,7 +187,7 @@ def load_text_encoder(cls, cfg, subfolder: str, dtype: torch.dtype):
 def load_tokenizer(cfg, subfolder: str):
     from transformers import AutoTokenizer
 
-    return load_part(AutoTokenizer, cfg.weights, subfolder)
+    return load_part(AutoTokenizer, cfg.weights, subfolder, strict=False)
 
 
 def load_checked_vae(cfg, dtype: torch.dtype, latent_channels: int):

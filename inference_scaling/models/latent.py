@@ -10,6 +10,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from inference_scaling.weights import WeightsError
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -44,3 +46,29 @@ def decode_latents(vae, latents: Tensor, scaling: float, shift: float = 0.0, bat
         z = latents[lo:lo + batch_size] / scaling + shift
         out.append(vae.decode(z.to(vae.dtype)).sample.float().clamp(-1, 1))
     return torch.cat(out)
+
+
+def first_line(err: Exception) -> str:
+    """An exception's first line (its type's name when it has no message), for one-line refusals."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def load_part(cls, spec: str, subfolder: str, device: Optional[str] = None, strict: bool = True, **options):
+    """`cls.from_pretrained(spec, subfolder=..., **options)` (a diffusers / transformers part of a pipeline folder or
+    hub id) moved to `device`, in eval mode. A failure is a one-line WeightsError, and so (`strict`, for networks)
+    are missing, unexpected or mismatched checkpoint keys, which from_pretrained only warns about."""
+    try:
+        loaded = cls.from_pretrained(spec, subfolder=subfolder, **options, **({"output_loading_info": True} if strict
+                                                                              else {}))
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        raise WeightsError(f"model.weights={spec!r}: {subfolder}/ does not load as {cls.__name__} "
+                           f"({first_line(err)})") from None
+    part, info = loaded if strict else (loaded, {})
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = list(info.get(kind) or [])
+        if keys:
+            first = keys[0][0] if isinstance(keys[0], (tuple, list)) else keys[0]
+            raise WeightsError(f"model.weights={spec!r}: {subfolder}/ checkpoint has {len(keys)} "
+                               f"{kind.replace('_', ' ')} for {cls.__name__}, e.g. {first!r}")
+    return part if device is None else part.to(device).eval()

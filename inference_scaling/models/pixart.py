@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from inference_scaling.denoiser import EmbeddedConditions
-from inference_scaling.models.latent import decode_latents
+from inference_scaling.models.latent import decode_latents, load_part
 from inference_scaling.models.text import PromptEmbeddings
-from inference_scaling.models.vp import VPModel, VPModelConfig, check_transformer, learned_sigma_split, load_part
+from inference_scaling.models.vp import VPModel, VPModelConfig, check_transformer, learned_sigma_split
 
 NO_MICRO_CONDITIONS = {"resolution": None, "aspect_ratio": None}
 

@@ -28,7 +28,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -36,7 +36,7 @@ from torch import Tensor
 from inference_scaling import weights
 from inference_scaling.config import ModelConfig
 from inference_scaling.models.base import ModelAdapter
-from inference_scaling.models.latent import check_source
+from inference_scaling.models.latent import check_source, first_line
 
 SPACINGS = ("leading", "linspace", "trailing")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -193,11 +193,6 @@ def read_json(spec: str, subfolder: str, name: str) -> dict:
         raise ValueError(f"model.weights={spec!r}: {subfolder}/{name} is not readable JSON ({first_line(err)})") from None
 
 
-def first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def scheduler_settings(config: dict) -> dict:
     """A scheduler config with the defaults of the class it names filled in (keys absent from older files take the
     values that class used, as diffusers does when it loads the file)."""
@@ -239,23 +234,3 @@ def check_transformer(cfg, config: dict, own_class: str, norm_type: str, what: s
     if c_out not in (c_in, 2 * c_in):
         raise ValueError(f"{where} has out_channels={c_out} for in_channels={c_in}; an ε-prediction network has "
                          f"{c_in} (or {2 * c_in} with learned variance)")
-
-
-def load_part(cls, spec: str, subfolder: str, device: Optional[str] = None, strict: bool = True, **options):
-    """`cls.from_pretrained(spec, subfolder=..., **options)` (a diffusers / transformers part of a pipeline folder or
-    hub id) moved to `device`, in eval mode. A failure is a one-line WeightsError, and so (`strict`, for networks)
-    are missing, unexpected or mismatched checkpoint keys, which from_pretrained only warns about."""
-    try:
-        loaded = cls.from_pretrained(spec, subfolder=subfolder, **options, **({"output_loading_info": True} if strict
-                                                                              else {}))
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
-        raise weights.WeightsError(f"model.weights={spec!r}: {subfolder}/ does not load as {cls.__name__} "
-                                   f"({first_line(err)})") from None
-    part, info = loaded if strict else (loaded, {})
-    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
-        keys = list(info.get(kind) or [])
-        if keys:
-            first = keys[0][0] if isinstance(keys[0], (tuple, list)) else keys[0]
-            raise weights.WeightsError(f"model.weights={spec!r}: {subfolder}/ checkpoint has {len(keys)} "
-                                       f"{kind.replace('_', ' ')} for {cls.__name__}, e.g. {first!r}")
-    return part if device is None else part.to(device).eval()
