@@ -7,7 +7,7 @@ STAMP_TIME := $(shell date +%Y%m%d-%H%M%S)
 SWEEP ?= outputs/multirun/make-run-$(STAMP_TIME)
 DIGITS_SWEEP ?= outputs/multirun/digits-$(STAMP_TIME)
 
-.PHONY: install run run-digits compare test test-slow bench bench-verifiers clean
+.PHONY: install run run-digits compare test test-slow bench bench-verifiers bench-backends clean
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ bench: install
 # Seconds and forward passes per image of every verifier on the CPU (experiments/bench_verifiers.py).
 bench-verifiers: install
 	$(PY) experiments/bench_verifiers.py
+
+# Seconds per NFE, decode cost and search/plain throughput of every latent backend on tiny random models
+# (experiments/bench_backends.py; `--size real --device cuda` on a GPU: SiT-XL/2 and FLUX.1 size).
+bench-backends: install
+	OMP_NUM_THREADS=1 $(PY) experiments/bench_backends.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
