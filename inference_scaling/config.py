@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -94,6 +95,9 @@ class BenchmarkConfig:
     name: str = MISSING  # registry name in inference_scaling.benchmarks.BENCHMARKS
     per_class: int = 100  # conditions per class (per condition of the grammar); the set is balanced
     kid_subset_size: int = 500
+    # Evaluation metrics apart from the search's verifier, each a verifier's fields (and an optional label), e.g.
+    # [{name: clip_score, clip: openai/clip-vit-base-patch32}]; each scores every final image.
+    metrics: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -146,6 +150,16 @@ def register() -> None:
     for name, node in [("zero_order", ZeroOrderConfig), ("paths", PathsConfig), ("fk_steering", FKSteeringConfig),
                        ("evolutionary", EvolutionaryConfig)]:
         cs.store(group="search", name=f"base_{name}", node=node)
+    for name, node in verifier_configs().items():
+        cs.store(group="verifier", name=f"base_{name}", node=node)
+    if not OmegaConf.has_resolver("sample_cost"):
+        # budget=one_sample: exactly one candidate of the model's search sampler, i.e. no search.
+        OmegaConf.register_new_resolver("sample_cost", lambda name, solver, steps, guidance: _cost(
+            name, solver, int(steps), float(guidance)))
+
+
+def verifier_configs() -> dict[str, type]:
+    """The typed config of every verifier that has fields of its own (the others use VerifierConfig)."""
     from inference_scaling.verifiers.aesthetic import AestheticConfig
     from inference_scaling.verifiers.clip_score import ClipScoreConfig
     from inference_scaling.verifiers.clip_zeroshot import ClipZeroShotConfig
@@ -154,21 +168,56 @@ def register() -> None:
     from inference_scaling.verifiers.fid_oracle import FidOracleConfig
     from inference_scaling.verifiers.image_reward import ImageRewardConfig
     from inference_scaling.verifiers.inception_is import InceptionISConfig
+    from inference_scaling.verifiers.llm_grader import LLMGraderConfig
     from inference_scaling.verifiers.ssl_clip import SslClipConfig
     from inference_scaling.verifiers.ssl_digits import SslDigitsConfig
     from inference_scaling.verifiers.ssl_dino import SslDinoConfig
-    from inference_scaling.verifiers.llm_grader import LLMGraderConfig
 
-    for name, node in [("llm_grader", LLMGraderConfig), ("clip_score", ClipScoreConfig), ("aesthetic", AestheticConfig),
-                       ("image_reward", ImageRewardConfig), ("ensemble", EnsembleConfig),
-                       ("inception_is", InceptionISConfig), ("clip_zeroshot", ClipZeroShotConfig),
-                       ("dino_linear", DinoLinearConfig), ("fid_oracle", FidOracleConfig),
-                       ("ssl_dino", SslDinoConfig), ("ssl_clip", SslClipConfig), ("ssl_digits", SslDigitsConfig)]:
-        cs.store(group="verifier", name=f"base_{name}", node=node)
-    if not OmegaConf.has_resolver("sample_cost"):
-        # budget=one_sample: exactly one candidate of the model's search sampler, i.e. no search.
-        OmegaConf.register_new_resolver("sample_cost", lambda name, solver, steps, guidance: _cost(
-            name, solver, int(steps), float(guidance)))
+    return {"llm_grader": LLMGraderConfig, "clip_score": ClipScoreConfig, "aesthetic": AestheticConfig,
+            "image_reward": ImageRewardConfig, "ensemble": EnsembleConfig, "inception_is": InceptionISConfig,
+            "clip_zeroshot": ClipZeroShotConfig, "dino_linear": DinoLinearConfig, "fid_oracle": FidOracleConfig,
+            "ssl_dino": SslDinoConfig, "ssl_clip": SslClipConfig, "ssl_digits": SslDigitsConfig}
+
+
+def verifier_preset(name: str) -> dict:
+    """The fields of conf/verifier/<name>.yaml (without its defaults list), or none if there is no such option."""
+    from pathlib import Path
+
+    file = Path(__file__).resolve().parents[1] / "conf" / "verifier" / f"{name}.yaml"
+    preset = OmegaConf.to_container(OmegaConf.load(file)) if file.is_file() else {}
+    preset.pop("defaults", None)
+    return preset
+
+
+def metric_configs(benchmark: BenchmarkConfig) -> dict[str, VerifierConfig]:
+    """`benchmark.metrics` (each a verifier's fields with its `name`, and an optional `label`, default the name) as
+    typed verifier configs by label: verifiers that score every final image as an evaluation metric, apart from the
+    verifier that searched."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from inference_scaling.verifiers import VERIFIERS
+
+    typed = {}
+    for k, entry in enumerate(benchmark.metrics):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ConfigError(f"benchmark.metrics[{k}]={entry!r} must be a verifier's fields with its name, e.g. "
+                              f"benchmark.metrics=[{{name: clip_score}}]")
+        fields = dict(entry)
+        label, name = str(fields.pop("label", fields["name"])), fields["name"]
+        if name not in VERIFIERS:
+            raise ConfigError(f"benchmark.metrics[{k}].name={name!r} is unknown; choose one of: "
+                              f"{', '.join(sorted(VERIFIERS))}")
+        if label in typed:
+            raise ConfigError(f"benchmark.metrics[{k}]: label {label!r} is taken; give each metric its own label")
+        node = verifier_configs().get(name, VerifierConfig)
+        try:  # the fields override that verifier's own config option, so defaults are those of verifier=<name>
+            typed[label] = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(node), verifier_preset(name),
+                                                               fields))
+        except OmegaConfBaseException as err:
+            accepted = ", ".join(["label", *(f.name for f in dataclasses.fields(node))])
+            raise ConfigError(f"benchmark.metrics[{k}]: {str(err).strip().splitlines()[0]}; {name} takes: "
+                              f"{accepted}") from None
+    return typed
 
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -223,8 +272,6 @@ def validate(cfg: Config) -> int:
         raise ConfigError(f"logger.wandb.mode={cfg.logger.wandb.mode!r}; choose one of: {', '.join(WANDB_MODES)}")
     _check_components(cfg)
     from inference_scaling.models import model_class
-    from inference_scaling.verifiers import VERIFIERS
-    from inference_scaling.verifiers.aesthetic import HUB_PREFIX
 
     try:
         model_class(cfg.model.name).check_config(cfg.model)
@@ -232,16 +279,44 @@ def validate(cfg: Config) -> int:
         raise ConfigError(f"model.weights: {err}") from None
     except ValueError as err:  # adapters name the key in their message
         raise ConfigError(str(err)) from None
-    verifier_weights = cfg.verifier.weights
-    takes_folder = getattr(VERIFIERS.get(cfg.verifier.name), "weights_folder", False)
-    if verifier_weights.startswith(HUB_PREFIX) or (takes_folder and weights.resolve(verifier_weights).is_dir()):
-        verifier_weights = ""  # a hub file (fetched when loaded) or a saved model folder (read when loaded)
-    if verifier_weights:  # "" = the verifier has no weights file
-        try:
-            weights.check_exists(verifier_weights)
-        except weights.WeightsError as err:
-            raise ConfigError(f"verifier.weights: {err}") from None
+    _check_verifier_weights("verifier", cfg.verifier)
+    _check_metrics(cfg)
     return _check_search_plan(cfg)
+
+
+def _check_verifier_weights(key: str, verifier: VerifierConfig) -> None:
+    """A verifier's weights file exists (a hub file or a folder the verifier reads is checked when it loads)."""
+    from inference_scaling.verifiers import VERIFIERS
+    from inference_scaling.verifiers.aesthetic import HUB_PREFIX
+
+    path = verifier.weights
+    takes_folder = getattr(VERIFIERS.get(verifier.name), "weights_folder", False)
+    if path.startswith(HUB_PREFIX) or (takes_folder and weights.resolve(path).is_dir()):
+        path = ""  # a hub file (fetched when loaded) or a saved model folder (read when loaded)
+    if path:  # "" = the verifier has no weights file
+        try:
+            weights.check_exists(path)
+        except weights.WeightsError as err:
+            raise ConfigError(f"{key}.weights: {err}") from None
+
+
+def _check_metrics(cfg: Config) -> None:
+    """Each metric verifier exists, takes its fields, reads this benchmark's conditions and scores one image alone."""
+    from inference_scaling.verifiers import VERIFIERS
+
+    for k, metric in enumerate(metric_configs(cfg.benchmark).values()):
+        cls = VERIFIERS[metric.name]
+        accepted = getattr(cls, "benchmarks", None)
+        if accepted is not None and cfg.benchmark.name not in accepted:
+            raise ConfigError(f"benchmark.metrics[{k}]: {metric.name} does not score benchmark="
+                              f"{cfg.benchmark.name}; it scores: {', '.join(accepted)}")
+        for flag, why in [("needs_x0", "reads x0-predictions along a search's trajectory"),
+                          ("set_level", "scores candidates relative to each other"),
+                          ("needs_all_conditions", "scores the whole selected set")]:
+            if getattr(cls, flag, False):
+                raise ConfigError(f"benchmark.metrics[{k}]: {metric.name} {why}, not each final image on its own; "
+                                  f"use a per-image verifier as a metric")
+        _check_verifier_weights(f"benchmark.metrics[{k}]", metric)
 
 
 def _check_device(model: ModelConfig) -> None:

@@ -10,7 +10,7 @@ import time
 import torch
 
 from inference_scaling.benchmarks import BENCHMARKS, Conditions
-from inference_scaling.config import Config, final_sigmas, search_cost, search_sigmas, validate
+from inference_scaling.config import Config, final_sigmas, metric_configs, search_cost, search_sigmas, validate
 from inference_scaling.models import load_model
 from inference_scaling.nfe import DecodeCounter, NFECounter
 from inference_scaling.noise import candidate_noise
@@ -73,6 +73,11 @@ def run(cfg: Config) -> dict:
 
     eval_start = time.perf_counter()
     metrics = benchmark.evaluate(images, conditions)
+    metric_scores = {}
+    for label, metric_cfg in metric_configs(cfg.benchmark).items():  # evaluation metrics apart from the verifier
+        scorer = SearchTask(**{**task.__dict__, "verifier": build_verifier(metric_cfg, device=cfg.model.device)})
+        metric_scores[label] = scorer.score_images(images.to(cfg.model.device), all_rows)
+        metrics[f"metric_{label}"] = metric_scores[label].mean().item()
     metrics.update(
         verifier_score=final_scores.mean().item(),
         search_verifier_score=result.scores.mean().item(),
@@ -98,7 +103,8 @@ def run(cfg: Config) -> dict:
     records = [
         {"condition_id": int(conditions.ids[c]), "prompt": conditions.prompts[c], "chosen_index": int(result.chosen[c]),
          "search_score": float(result.scores[c]), "final_score": float(final_scores[c]),
-         "n_candidates": result.n_candidates, "nfe_search": nfe_search, "nfe_final": nfe_final}
+         "n_candidates": result.n_candidates, "nfe_search": nfe_search, "nfe_final": nfe_final,
+         **{f"metric_{label}": float(scores[c]) for label, scores in metric_scores.items()}}
         for c in range(n_cond)
     ]
     if final_scores is not result.scores and hasattr(verifier, "last_records"):

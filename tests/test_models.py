@@ -156,3 +156,36 @@ def test_cli_refuses_cuda_and_a_mismatched_benchmark_in_one_line_before_writing(
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), proc.stderr
         assert not (tmp_path / "run").exists()
+
+
+def test_benchmark_metrics_score_every_final_image_apart_from_the_verifier(config, tiny_clip_folder, one_thread):
+    from safetensors.torch import load_file
+
+    from inference_scaling.runner import run
+    from inference_scaling.verifiers import build_verifier
+
+    cfg = config("benchmark.per_class=2", "budget.nfe=6", "logger=none", "progress=false",
+                 f"benchmark.metrics=[{{name: classifier_logit, label: logit}}, {{name: clip_score, label: clip, clip: {tiny_clip_folder}}}]")
+    result = run(cfg)
+    images, labels = result["images"], torch.arange(10).repeat(2)
+    logits = build_verifier("classifier_logit")(images, labels)
+    assert result["metrics"]["metric_logit"] == pytest.approx(logits.mean().item(), abs=1e-6)
+    assert [r["metric_logit"] for r in result["records"]] == pytest.approx(logits.tolist(), abs=1e-6)
+    clip = build_verifier(config("verifier=clip_score", f"verifier.clip={tiny_clip_folder}").verifier)
+    prompts = [r["prompt"] for r in result["records"]]
+    assert result["metrics"]["metric_clip"] == pytest.approx(clip(images, prompts).mean().item(), abs=1e-6)
+    assert result["metrics"]["verifier_score"] != result["metrics"]["metric_logit"]  # p(class) vs its logit
+
+
+@pytest.mark.parametrize("metrics,message", [
+    ("[{name: nope}]", "benchmark.metrics[0].name='nope' is unknown; choose one of: "),
+    ("[{name: clip_score, clipp: x}]", "benchmark.metrics[0]: Key 'clipp' not in 'ClipScoreConfig'"),
+    ("[{name: ensemble}]", "benchmark.metrics[0]: ensemble scores candidates relative to each other"),
+    ("[{name: ssl_digits}]", "benchmark.metrics[0]: ssl_digits reads x0-predictions"),
+    ("[{name: scene_checker}]", "benchmark.metrics[0]: scene_checker does not score benchmark=digits"),
+    ("[3]", "benchmark.metrics[0]=3 must be a verifier's fields with its name"),
+    ("[{name: classifier_logit}, {name: classifier_logit}]", "benchmark.metrics[1]: label 'classifier_logit' is taken"),
+])
+def test_bad_metrics_are_refused_in_one_line(config, metrics, message):
+    with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        validate(config(f"benchmark.metrics={metrics}"))
