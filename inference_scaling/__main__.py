@@ -1,27 +1,36 @@
 """`python -m inference_scaling` / `inference-scaling`: the Hydra app.
 
-Before Hydra starts any job, every combination of the command line's overrides is composed and validated,
-so a bad value fails in one line, with a non-zero exit, before a folder is created or a model is loaded.
+Hydra does Hydra's work (composition, every sweep syntax, sweeper and launcher plugins, `-cd`, search paths, `+`,
+`++`, `~`, `--cfg`, completion). Validation runs on composed configs: up front, before any folder exists, for every
+combination of the command line that can be enumerated (plain values, choice and range sweeps, at most
+MAX_CHECKED_COMBINATIONS), and again inside each job before any model loads, which covers what cannot be enumerated
+(glob over options, a sweeper's interval). A refusal is one line `error: ...` and exit code 2; an unexpected error
+inside a job is one line and exit code 1, with the full traceback when HYDRA_FULL_ERROR=1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import os
 import sys
+import tempfile
+from importlib import resources
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from inference_scaling.config import Config, ConfigError, register, validate
-from inference_scaling.nfe import BudgetError
+from inference_scaling.nfe import BudgetError, NonFiniteError
 from inference_scaling.weights import WeightsError
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(resources.files("inference_scaling.conf"))  # conf/, shipped in the package as inference_scaling.conf
 MAX_CHECKED_COMBINATIONS = 512
 SUMMARY = ("accuracy", "count_accuracy", "relation_accuracy", "is", "fid", "kid")
+REFUSALS = (ConfigError, BudgetError, WeightsError, NonFiniteError)  # named in one line, exit code 2
 
 register()
 
@@ -30,28 +39,36 @@ class UsageError(ValueError):
     """A command line that does not compose."""
 
 
-def _sweep_values(override) -> list[str]:
-    if not override.is_sweep_override():
-        return [override.get_value_element_as_str()]
-    return list(override.sweep_string_iterator())
+def full_error() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _enumerable(override) -> bool:
+    """Plain values and the sweeps whose values the command line itself lists (choice, range)."""
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+
+    return not override.is_sweep_override() or isinstance(override.value(), (ChoiceSweep, RangeSweep))
 
 
 def _choices(override) -> list[str]:
-    """The single-valued overrides a (possibly sweeping) override stands for."""
-    if override.is_delete():
+    """The single-valued overrides an enumerable override stands for (the key keeps its +, ++ or ~ prefix)."""
+    if override.is_delete() or not override.is_sweep_override():
         return [override.input_line]
-    prefix = "++" if override.is_force_add() else "+" if override.is_add() else ""
-    return [f"{prefix}{override.get_key_element()}={v}" for v in _sweep_values(override)]
+    return [f"{override.get_key_element()}={v}" for v in override.sweep_string_iterator()]
 
 
 def _group_options(group: str) -> list[str]:
     from hydra.core.global_hydra import GlobalHydra
 
-    options = GlobalHydra.instance().config_loader().get_group_options(group)
-    return sorted(o for o in options if not o.startswith("base_"))  # base_* are the typed schemas
+    return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
-def _explain(err: Exception, overrides: list[str]) -> str:
+def _explain(err: Exception, overrides: list[str], config_name: str = "config") -> str:
     """One line naming the bad value and what is accepted, from Hydra's or OmegaConf's error."""
     from hydra.errors import MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
@@ -64,53 +81,120 @@ def _explain(err: Exception, overrides: list[str]) -> str:
     full_key = getattr(cause, "full_key", None) or ""
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and full_key:
         parent = full_key.rpartition(".")[0]
-        base = _compose([])
+        selected = [o for o in overrides if not o.lstrip("+~").startswith(full_key)]  # the options actually chosen
+        base = _compose(selected, config_name)
         node = OmegaConf.select(base, parent) if parent else base
         accepted = ", ".join(node.keys()) if OmegaConf.is_dict(node) else "none"
         return f"unknown config key {full_key!r}; accepted keys{' in ' + parent if parent else ''}: {accepted}"
     culprits = [o for o in overrides if o.lstrip("+~").split("=")[0] == full_key] or overrides
-    detail = str(cause).strip().splitlines()[0]
-    return f"bad override {culprits[-1]}: {detail}"
+    return f"bad override {culprits[-1]}: {first_line(cause)}"
 
 
-def _compose(overrides: list[str]):
-    return hydra.compose(config_name="config", overrides=overrides)
+def _compose(overrides: list[str], config_name: str = "config") -> DictConfig:
+    return hydra.compose(config_name=config_name, overrides=overrides)
 
 
-def precheck(overrides: list[str]) -> int:
-    """Compose and validate every combination the overrides sweep; returns how many were checked."""
+def check_keys(cfg: DictConfig) -> None:
+    """Refuse keys that the selected option's typed config does not have (`+model.typo=3` adds one beside the real
+    keys, and the typed config would drop it silently)."""
+    for group, node in cfg.items():
+        if not OmegaConf.is_dict(node):
+            continue
+        schema = OmegaConf.get_type(node)
+        if not dataclasses.is_dataclass(schema):
+            continue
+        known = [f.name for f in dataclasses.fields(schema)]
+        extra = [k for k in node.keys() if k not in known]
+        if extra:
+            raise ConfigError(f"unknown config key '{group}.{extra[0]}'; accepted keys in {group}: {', '.join(known)}")
+
+
+def typed_config(cfg: DictConfig) -> Config:
+    """The composed config as typed objects, after the key check (schema errors become one-line refusals)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    check_keys(cfg)
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{getattr(err, 'full_key', '') or 'config'}: {first_line(err)}") from None
+
+
+def precheck(overrides: list[str], config_dir: str = CONF_DIR, config_name: str = "config") -> int:
+    """Compose and validate every combination of the command line's enumerable overrides; returns how many were
+    checked. Other `hydra.*` overrides are Hydra's own (`hydra.searchpath` joins the composition); a sweep that
+    cannot be enumerated is checked inside its jobs."""
     from hydra import initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if not o.get_key_element().startswith("hydra")]
-    choices = [_choices(o) for o in parsed]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    def ours(override) -> bool:
+        key = override.get_key_element().lstrip("+~")
+        return not key.startswith("hydra") or key == "hydra.searchpath"
+
+    parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if ours(o)]
+    choices = [_choices(o) if _enumerable(o) else [None] for o in parsed]
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         checked = 0
         for combination in itertools.islice(itertools.product(*choices), MAX_CHECKED_COMBINATIONS):
+            if None in combination:  # a glob or interval sweep: its jobs are validated as they start
+                continue
             combination = list(combination)
             try:
-                cfg = _compose(combination)
+                cfg = _compose(combination, config_name)
             except Exception as err:  # Hydra wraps OmegaConf's errors; explain whichever came
-                raise UsageError(_explain(err, combination)) from None
-            validate(OmegaConf.to_object(cfg))
+                raise UsageError(_explain(err, combination, config_name)) from None
+            validate(typed_config(cfg))
             checked += 1
     return checked
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def app(cfg) -> float:
+def check_output_dir(overrides: list[str], multirun: bool) -> None:
+    """The job folder can be made: the nearest existing ancestor of `hydra.run.dir` (`hydra.sweep.dir` with -m),
+    or of outputs/ in the working folder, is a writable folder and the path itself is not a file."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").split("=", 1)[0] == key]
+    target = Path(given[-1] if given else "outputs").expanduser()
+    if "${" in str(target):
+        target = Path(str(target).split("${", 1)[0] or ".")  # a folder named by the time: check its parent
+    target = target.absolute()
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{key}={target} is a file, not a folder; give a folder to write the job into")
+    ancestor = next(p for p in (target, *target.parents) if p.exists())
+    try:  # a real attempt (permission bits say nothing to root, or on read-only mounts such as /proc)
+        os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=ancestor))
+    except OSError:
+        raise ConfigError(f"{key}={target} cannot be created: {ancestor} is not a writable folder; give a folder "
+                          f"you can write to") from None
+
+
+def refuse(err: BaseException, code: int) -> None:
+    """Print a job's or the command line's error as one line and exit; the traceback only with HYDRA_FULL_ERROR=1."""
+    if full_error():
+        raise err
+    if code == 2:
+        print(f"error: {first_line(err)}", file=sys.stderr)
+    else:  # not a refusal we wrote: say what raised it and how to see where
+        print(f"error: {type(err).__name__}: {first_line(err)} (HYDRA_FULL_ERROR=1 shows the traceback)",
+              file=sys.stderr)
+    sys.exit(code)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def app(cfg: DictConfig) -> float:
     from inference_scaling.reporting.records import write_job
     from inference_scaling.runner import run
 
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir)
-    typed: Config = OmegaConf.to_object(cfg)
     try:
-        result = run(typed)
-    except (ConfigError, BudgetError, WeightsError, OSError) as err:  # OSError: a hub id that cannot be loaded
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {first_line}", file=sys.stderr)
-        sys.exit(2)
+        typed = typed_config(cfg)
+        result = run(typed)  # validates again: a job of a glob or interval sweep was not checked up front
+    except REFUSALS as err:
+        refuse(err, 2)
+    except OSError as err:  # a hub id that cannot be loaded, an unreadable file
+        refuse(err, 2)
+    except Exception as err:  # noqa: BLE001 - one line for the user; the traceback with HYDRA_FULL_ERROR=1
+        refuse(err, 1)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     write_job(out, config_yaml, result, cfg.save_images)
     metrics = result["metrics"]
@@ -130,12 +214,15 @@ def main() -> None:
     from hydra._internal.utils import get_args_parser
 
     args, _ = get_args_parser().parse_known_args()
-    if not (args.help or args.hydra_help or args.info or args.cfg or args.shell_completion):
+    # -cp names a folder relative to this module, which Hydra resolves; its jobs validate themselves.
+    checkable = not (args.help or args.hydra_help or args.info or args.cfg or args.shell_completion or args.config_path)
+    if checkable:
+        config_dir = str(Path(args.config_dir).expanduser().resolve()) if args.config_dir else CONF_DIR
         try:
-            precheck(args.overrides)
-        except (UsageError, ConfigError, BudgetError, WeightsError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            check_output_dir(args.overrides, args.multirun)
+            precheck(args.overrides, config_dir, args.config_name or "config")
+        except (UsageError, *REFUSALS) as err:
+            refuse(err, 2)
     app()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -139,19 +140,19 @@ def register() -> None:
     cs.store(name="base_config", node=Config)
     for group, node in [("model", ModelConfig), ("verifier", VerifierConfig), ("search", SearchConfig),
                         ("budget", BudgetConfig), ("logger", LoggerConfig), ("benchmark", BenchmarkConfig)]:
-        cs.store(group=group, name=f"base_{group}", node=node)
+        cs.store(name=f"base_{group}", node=node)
     for name, node in [("scenes", ScenesBenchmarkConfig), ("imagenet", ImageNetBenchmarkConfig),
                        ("prompts", PromptsBenchmarkConfig)]:
-        cs.store(group="benchmark", name=f"base_{name}_benchmark", node=node)
+        cs.store(name=f"base_{name}_benchmark", node=node)
     from inference_scaling.models import model_configs
 
     for name, node in model_configs().items():
-        cs.store(group="model", name=f"base_{name}", node=node)
+        cs.store(name=f"base_{name}", node=node)
     for name, node in [("zero_order", ZeroOrderConfig), ("paths", PathsConfig), ("fk_steering", FKSteeringConfig),
                        ("evolutionary", EvolutionaryConfig)]:
-        cs.store(group="search", name=f"base_{name}", node=node)
+        cs.store(name=f"base_{name}", node=node)
     for name, node in verifier_configs().items():
-        cs.store(group="verifier", name=f"base_{name}", node=node)
+        cs.store(name=f"base_{name}", node=node)
     if not OmegaConf.has_resolver("sample_cost"):
         # budget=one_sample: exactly one candidate of the model's search sampler, i.e. no search.
         OmegaConf.register_new_resolver("sample_cost", lambda name, solver, steps, guidance: _cost(
@@ -222,11 +223,43 @@ def metric_configs(benchmark: BenchmarkConfig) -> dict[str, VerifierConfig]:
 
 WANDB_MODES = ("offline", "online", "disabled")
 LOGGER_BACKENDS = ("wandb", "none")
+INT64 = 2**63  # ints index tensors, seed generators and count NFEs as int64: every int option lies in [−2**63, 2**63)
+# A job holds every condition's final image and scores every candidate, one float each, in memory: at most 10**7
+# conditions (10**7 of the smallest 8×8 digits are 2.5 GB) and 10**10 candidates in all (a 40 GB score table).
+MAX_CONDITIONS = 10**7
+MAX_CANDIDATES = 10**10
 
 
 def _at_least(name: str, value, low) -> None:
     if value < low:
         raise ConfigError(f"{name}={value} must be >= {low}")
+
+
+def _leaves(node, key: str = ""):
+    """(dotted key, value) of every leaf of a typed config: dataclass fields, dict items and list entries."""
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            yield from _leaves(getattr(node, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(node, dict):
+        for k, value in node.items():
+            yield from _leaves(value, f"{key}.{k}")
+    elif isinstance(node, (list, tuple)):
+        for k, value in enumerate(node):
+            yield from _leaves(value, f"{key}[{k}]")
+    else:
+        yield key, node
+
+
+def _check_numbers(cfg: Config) -> None:
+    """Seeds in [0, 2**63), every float option finite and every int option within int64, whatever its group."""
+    for key, seed in [("seed", cfg.seed), ("benchmark.reference_seed", getattr(cfg.benchmark, "reference_seed", 0))]:
+        if not 0 <= seed < INT64:
+            raise ConfigError(f"{key}={seed} must lie in [0, 2**63)")
+    for key, value in _leaves(cfg):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value} must be a finite number")
+        if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+            raise ConfigError(f"{key}={value} does not fit in 64 bits; use a value below 2**63")
 
 
 def _cost(name: str, solver: str, steps: int, guidance: float) -> int:
@@ -257,6 +290,7 @@ def final_sigmas(model: ModelConfig):
 
 def validate(cfg: Config) -> int:
     """Check every range and file the job depends on; returns the number of candidates the budget buys."""
+    _check_numbers(cfg)
     if cfg.model.solver not in SOLVERS:
         raise ConfigError(f"model.solver={cfg.model.solver!r} is not a solver; choose one of: {', '.join(SOLVERS)}")
     _at_least("model.search_steps", cfg.model.search_steps, 1)
@@ -270,7 +304,7 @@ def validate(cfg: Config) -> int:
         raise ConfigError(f"logger.backend={cfg.logger.backend!r}; choose one of: {', '.join(LOGGER_BACKENDS)}")
     if cfg.logger.wandb.mode not in WANDB_MODES:
         raise ConfigError(f"logger.wandb.mode={cfg.logger.wandb.mode!r}; choose one of: {', '.join(WANDB_MODES)}")
-    _check_components(cfg)
+    n_conditions = _check_components(cfg)
     from inference_scaling.models import model_class
 
     try:
@@ -281,7 +315,7 @@ def validate(cfg: Config) -> int:
         raise ConfigError(str(err)) from None
     _check_verifier_weights("verifier", cfg.verifier)
     _check_metrics(cfg)
-    return _check_search_plan(cfg)
+    return _check_search_plan(cfg, n_conditions)
 
 
 def _check_verifier_weights(key: str, verifier: VerifierConfig) -> None:
@@ -343,7 +377,7 @@ def _check_device(model: ModelConfig) -> None:
         raise ConfigError(f"model.device={model.device!r} is not supported; use cpu, cuda, cuda:N or mps")
 
 
-def _check_search_plan(cfg: Config) -> int:
+def _check_search_plan(cfg: Config, n_conditions: int) -> int:
     """The search's free parameter for this budget, computed from the sampler alone (no model is loaded)."""
     import torch
 
@@ -351,7 +385,11 @@ def _check_search_plan(cfg: Config) -> int:
     from inference_scaling.search import SearchTask, build_search
     from inference_scaling.verifiers import VERIFIERS
 
-    check_budget(cfg.budget.nfe, search_cost(cfg.model))
+    samples = check_budget(cfg.budget.nfe, search_cost(cfg.model))
+    if samples * n_conditions > MAX_CANDIDATES:  # no algorithm solves more candidates than the budget buys
+        raise ConfigError(f"budget.nfe={cfg.budget.nfe} buys {samples:,} candidates for each of {n_conditions:,} "
+                          f"conditions, {samples * n_conditions:,} in all; a job scores at most 10**10 candidates: "
+                          f"lower budget.nfe or benchmark.per_class")
     try:
         search = build_search(cfg.search)
     except ValueError as err:
@@ -384,8 +422,9 @@ def _check_x0_level(cfg: Config) -> None:
             f"sample and every score is 1; use model.search_steps >= {enough} or another verifier.sigma")
 
 
-def _check_components(cfg: Config) -> None:
-    """Names exist in their registries and fit together (a benchmark's conditions, its model, the verifier)."""
+def _check_components(cfg: Config) -> int:
+    """Names exist in their registries and fit together (a benchmark's conditions, its model, the verifier);
+    returns the number of conditions."""
     from inference_scaling.benchmarks import BENCHMARKS
     from inference_scaling.models import MODELS, model_class
     from inference_scaling.scenes import ConditionError
@@ -412,7 +451,12 @@ def _check_components(cfg: Config) -> None:
         raise ConfigError(f"verifier={cfg.verifier.name} compares each candidate's x0-prediction with its final "
                           f"sample, but search={cfg.search.name} scores partial trajectories; use search="
                           f"{' | '.join(passing)}")
-    try:
-        benchmark.conditions()
+    try:  # the size from one condition per class, so a set too large to hold is refused before it is built
+        unit = len(type(benchmark)(dataclasses.replace(cfg.benchmark, per_class=1)).conditions().ids)
+        if cfg.benchmark.per_class * unit > MAX_CONDITIONS:
+            raise ConfigError(f"benchmark.per_class={cfg.benchmark.per_class} gives {cfg.benchmark.per_class * unit:,} "
+                              f"conditions ({unit} per class); a job holds at most 10**7: use benchmark.per_class "
+                              f"<= {MAX_CONDITIONS // unit:,}")
+        return len(benchmark.conditions().ids)
     except ConditionError as err:
         raise ConfigError(f"benchmark: {err}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import torch
 from torch import Tensor
 
 from inference_scaling.denoiser import Denoiser
@@ -14,8 +15,13 @@ class BudgetError(ValueError):
     """A budget that cannot buy what was asked of it."""
 
 
+class NonFiniteError(ValueError):
+    """A network evaluation that returned NaN or ±inf: every sample downstream of it would be garbage."""
+
+
 class NFECounter:
-    """Wraps a denoiser and counts network evaluations, one per row of every batch it forwards.
+    """Wraps a denoiser and counts network evaluations, one per row of every batch it forwards; stops at the
+    first evaluation that is not finite, naming its level.
 
     Placed directly around the network (below classifier-free guidance), so whatever an algorithm or a
     guidance wrapper does, the count is what the accelerator computed.
@@ -23,11 +29,21 @@ class NFECounter:
 
     def __init__(self, denoiser: Denoiser):
         self.denoiser = denoiser
-        self.count = 0
+        self.count = 0  # evaluations (rows)
+        self.calls = 0  # batched calls, numbered from 1 in the errors
 
     def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
         self.count += x.shape[0]
-        return self.denoiser(x, sigma, cond)
+        self.calls += 1
+        v = self.denoiser(x, sigma, cond)
+        # One float32 sum per batch, NaN or inf if any element is (cheaper than an elementwise isfinite; a finite
+        # velocity never sums past 3e38). On an accelerator reading it waits for this call to finish.
+        if not torch.isfinite(v.sum(dtype=torch.float32)):
+            row = int((~torch.isfinite(v.flatten(1))).any(dim=1).nonzero()[0, 0])
+            level = float(sigma.reshape(-1)[row if sigma.numel() > 1 else 0])
+            raise NonFiniteError(f"the model returned non-finite values at sigma={level:g} (NFE call {self.calls}, "
+                                 f"batch row {row}); check model.weights, model.dtype and model.guidance")
+        return v
 
 
 class DecodeCounter:

@@ -16,7 +16,7 @@ from inference_scaling.nfe import DecodeCounter, NFECounter
 from inference_scaling.noise import candidate_noise
 from inference_scaling.sampling import get_solver
 from inference_scaling.search import SearchTask, build_search
-from inference_scaling.search.base import batches
+from inference_scaling.search.base import batches, is_failed
 from inference_scaling.verifiers import build_verifier
 
 
@@ -79,8 +79,9 @@ def run(cfg: Config) -> dict:
         metric_scores[label] = scorer.score_images(images.to(cfg.model.device), all_rows)
         metrics[f"metric_{label}"] = metric_scores[label].mean().item()
     metrics.update(
-        verifier_score=final_scores.mean().item(),
-        search_verifier_score=result.scores.mean().item(),
+        verifier_score=real_mean(final_scores),
+        search_verifier_score=real_mean(result.scores),
+        conditions_all_failed=int(result.failed.sum()),
         nfe=cfg.budget.nfe,
         nfe_search_per_condition=nfe_search,
         nfe_final_per_condition=nfe_final,
@@ -103,7 +104,8 @@ def run(cfg: Config) -> dict:
     records = [
         {"condition_id": int(conditions.ids[c]), "prompt": conditions.prompts[c], "chosen_index": int(result.chosen[c]),
          "search_score": float(result.scores[c]), "final_score": float(final_scores[c]),
-         "n_candidates": result.n_candidates, "nfe_search": nfe_search, "nfe_final": nfe_final,
+         "all_candidates_failed": bool(result.failed[c]), "n_candidates": result.n_candidates,
+         "nfe_search": nfe_search, "nfe_final": nfe_final,
          **{f"metric_{label}": float(scores[c]) for label, scores in metric_scores.items()}}
         for c in range(n_cond)
     ]
@@ -113,6 +115,11 @@ def run(cfg: Config) -> dict:
             record["verifier_status"] = status["status"]
     return {"metrics": metrics, "records": records, "images": images, "prompts": conditions.prompts,
             "lineage": result.lineage}
+
+
+def real_mean(scores: torch.Tensor) -> float:
+    """Mean of the real (finite) scores; NaN where none is real."""
+    return scores[~is_failed(scores)].mean().item()
 
 
 def counter_rate(nfes: float, seconds: float) -> float:

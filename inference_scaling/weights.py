@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib import resources
 from pathlib import Path
@@ -44,7 +45,24 @@ def load(path: str) -> tuple[dict[str, torch.Tensor], dict]:
         config = json.loads(meta.get("config", "{}"))
     except (SafetensorError, OSError, ValueError) as err:
         raise WeightsError(f"weights file {str(file)!r} is not a readable safetensors checkpoint ({err})") from None
+    bad = next((name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:  # a diverged or corrupted checkpoint would turn every sample into NaN
+        raise WeightsError(f"weights file {str(file)!r} holds NaN or inf in tensor {bad!r}; use a checkpoint with "
+                           f"finite values")
     return tensors, config
+
+
+@functools.lru_cache(maxsize=16)
+def _readable(file: str, mtime_ns: int, size: int) -> None:
+    load(file)
+
+
+def check_readable(path: str) -> None:
+    """`load` would succeed (readable, finite tensors); read once per file version, so a sweep's up-front check of
+    many combinations reads each checkpoint once."""
+    file = check_exists(path)
+    stat = file.stat()
+    _readable(str(file), stat.st_mtime_ns, stat.st_size)
 
 
 def save(path: Path, module: torch.nn.Module, config: dict) -> None:

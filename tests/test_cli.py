@@ -148,5 +148,6 @@ def test_corrupt_weights_fail_with_one_line_and_no_results(tmp_path):
     corrupt.write_bytes(os.urandom(64))
     proc = cli(f"model.weights={corrupt}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: weights file '{corrupt}' is not a readable")
-    assert not list((tmp_path / "run").glob("*.json")) and not list((tmp_path / "run").glob("*.csv"))
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line
+    assert proc.stderr.startswith(f"error: model.weights: weights file '{corrupt}' is not a readable")
+    assert not (tmp_path / "run").exists()  # refused before Hydra made the job's folder

@@ -104,7 +104,7 @@ class EmbeddedFlowModel(ModelAdapter):
 
     @classmethod
     def check_config(cls, cfg) -> None:
-        weights.check_exists(cfg.weights)
+        weights.check_readable(cfg.weights)
 
     def encode(self, conditions) -> Tensor:
         return conditions.labels

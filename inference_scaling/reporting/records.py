@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 
@@ -22,6 +23,22 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def strict_json(value):
+    """`value` with every non-finite float (NaN, ±inf) as None, so that it dumps as strict JSON (null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def csv_cell(value):
+    """A results.csv cell: every non-finite float (a failed score: NaN, ±inf) is written as `nan`."""
+    return "nan" if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def image_grid_png(images: torch.Tensor, path: Path, labels: list[str] | None = None, columns: int = 10,
@@ -57,7 +74,7 @@ def write_job(out: Path, config_yaml: str, result: dict, save_images: bool) -> N
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(result["records"][0]))
     writer.writeheader()
-    writer.writerows(result["records"])
+    writer.writerows({k: csv_cell(v) for k, v in record.items()} for record in result["records"])
     _atomic_write(out / "results.csv", text.getvalue().encode())
     if result.get("lineage") is not None:
         lines = (json.dumps({"condition_id": r["condition_id"], **entry}) for r, entry in zip(result["records"], result["lineage"]))
@@ -67,4 +84,4 @@ def write_job(out: Path, config_yaml: str, result: dict, save_images: bool) -> N
         tmp = out / f".selected.safetensors.tmp-{os.getpid()}"
         save_file({"images": result["images"].contiguous()}, str(tmp))
         os.replace(tmp, out / "selected.safetensors")
-    _atomic_write(out / METRICS, json.dumps(result["metrics"], indent=2).encode())
+    _atomic_write(out / METRICS, json.dumps(strict_json(result["metrics"]), indent=2, allow_nan=False).encode())

@@ -118,13 +118,19 @@ class SearchResult:
 
     images: Tensor  # (C, ...) the chosen candidates as the search sampler rendered them
     chosen: Tensor  # (C,) candidate index of the winner (its noise is candidate_noise(seed, id, index))
-    scores: Tensor  # (C,) verifier score of the winner
-    candidate_scores: Tensor  # (C, N) every candidate's score
+    scores: Tensor  # (C,) verifier score of the winner; not finite where it `failed`
+    candidate_scores: Tensor  # (C, N) every candidate's score, as the verifier returned it (failures included)
     n_candidates: int
     verifier_calls: int  # images scored
     # Per condition, a JSON-ready record that re-renders the chosen sample from the seed alone (pivot history,
     # noise indices along a path, particle ancestry); None where `chosen` names the noise (random search).
     lineage: Optional[list[dict]] = None
+
+    @property
+    def failed(self) -> Tensor:
+        """(C,) True where the winner has no real score: every candidate of the final comparison failed, so the
+        search kept the one it picks among equal scores (candidate 0, the pivot, the first survivor)."""
+        return is_failed(self.scores)
 
 
 def nearest_step(sigmas: Tensor, sigma: float) -> int:
@@ -137,14 +143,42 @@ def batches(total: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, total))
 
 
+# Failed scores. A score is real only when it is finite: NaN (a verifier that could not score), −inf and +inf
+# (an overflow, not a sample infinitely better than the rest) are failures. Every selection ranks scores through
+# `comparable`, where a failure is −inf, strictly below every real score, so it never wins against a real score
+# and never blocks one (NaN compares false, `argmax` would pick it); among failures the first wins as among ties.
+
+FAILED = float("-inf")  # a failed score as the search ranks it
+NO_CANDIDATE = float("nan")  # a running best that holds no candidate yet (`keep_best`)
+
+
+def is_failed(scores: Tensor) -> Tensor:
+    """True where a score is not real (NaN, −inf or +inf)."""
+    return ~torch.isfinite(scores)
+
+
+def comparable(scores: Tensor) -> Tensor:
+    """Scores as every selection ranks them: failures become −inf (`FAILED`), real scores stay."""
+    return torch.where(is_failed(scores), torch.full_like(scores, FAILED), scores)
+
+
+def no_best(c: int) -> Tensor:
+    """The running best of `c` conditions before any candidate is scored (see `keep_best`)."""
+    return torch.full((c,), NO_CANDIDATE)
+
+
 def keep_best(best: Tensor, images: Tensor, rows: Tensor, scores: Tensor, x: Tensor) -> None:
     """Update the running best score and image of each condition in place from one scored batch.
 
-    A candidate replaces the best only if it scores strictly higher; among equal scores in the batch the
-    first wins, so the kept image is always the candidate `argmax` over all scores names.
+    `best` holds `comparable` scores, NaN where no candidate is kept yet (`no_best`). A candidate replaces the
+    best only if it scores strictly higher, or if nothing is kept yet; among equal scores in the batch the first
+    wins, so the kept image is always the candidate `argmax` over all `comparable` scores names, and a condition
+    whose candidates all fail keeps its first one.
     """
-    batch_best = torch.full_like(best, float("-inf")).scatter_reduce(0, rows, scores, "amax")
-    improved = batch_best > best
+    scores = comparable(scores)
+    batch_best = torch.full_like(best, FAILED).scatter_reduce(0, rows, scores, "amax")
+    present = torch.bincount(rows, minlength=len(best)) > 0
+    improved = present & ((batch_best > best) | best.isnan())
     hit = (scores == batch_best[rows]) & improved[rows]
     position = torch.arange(len(rows))
     first = torch.full(best.shape, len(rows), dtype=torch.long).scatter_reduce(0, rows[hit], position[hit], "amin")

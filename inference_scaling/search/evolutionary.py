@@ -29,7 +29,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from inference_scaling.nfe import BudgetError, check_budget
-from inference_scaling.search.base import SearchResult, SearchTask, batches, keep_best, lineage_rows, refuse_set_level
+from inference_scaling.search.base import (SearchResult, SearchTask, batches, comparable, keep_best, lineage_rows,
+                                           no_best, refuse_set_level)
 
 
 def mutate(parent: Tensor, eps: Tensor, beta: float) -> Tensor:
@@ -94,7 +95,7 @@ class EvolutionarySearch:
         everyone = torch.arange(c)
         total = P + (G - 1) * (P - E)
         candidate_scores = torch.empty(c, total)
-        best = torch.full((c,), float("-inf"))
+        best = no_best(c)
         # 1. Generation 0: P noises per condition. Members are kept per condition: (C, P) indices and noises.
         members = torch.arange(P).repeat(c, 1)
         noises = task.noise(everyone.repeat_interleave(P), members.flatten()).cpu()
@@ -105,7 +106,8 @@ class EvolutionarySearch:
         for g in tqdm(range(1, G), desc="evolutionary search", disable=not self.progress, leave=False):
             # 2. Elites: the E best members; a stable sort keeps the older of equal scores first, so the first
             #    best noise ever scored is never dropped.
-            rank = torch.sort(candidate_scores.gather(1, members), dim=1, descending=True, stable=True).indices
+            scores = comparable(candidate_scores.gather(1, members))
+            rank = torch.sort(scores, dim=1, descending=True, stable=True).indices
             elite = rank[:, :E]
             # 3. Children: child j mutates the (j mod E)-th best elite with the noise of its own index.
             parent = elite[:, torch.arange(P - E) % E]
@@ -122,13 +124,14 @@ class EvolutionarySearch:
                          for a, i in zip(parent[r].tolist(), child_index.tolist())] for r in range(c)]
             members = torch.cat([members.gather(1, elite), child_index.repeat(c, 1)], dim=1)
             noises = torch.cat([noises[everyone[:, None], elite], children.view(c, P - E, *noises.shape[2:])], dim=1)
-        chosen = candidate_scores.argmax(dim=1)  # the first best in index order: the image keep_best kept
+        chosen = comparable(candidate_scores).argmax(dim=1)  # the first best in index order: the image keep_best kept
         slot = (members == chosen[:, None]).int().argmax(dim=1)
         assert torch.equal(members[everyone, slot], chosen), "the best noise ever scored is a member of the last generation"
         lineage = [{"algorithm": "evolutionary", "row": r, "condition_id": int(task.condition_ids[r]),
                     "mutation": self.mutation, **chains[r][slot[r]]} for r in range(c)]
-        return SearchResult(images=images, chosen=chosen, scores=best, candidate_scores=candidate_scores,
-                            n_candidates=total, verifier_calls=c * total, lineage=lineage)
+        return SearchResult(images=images, chosen=chosen, scores=candidate_scores.gather(1, chosen[:, None]).squeeze(1),
+                            candidate_scores=candidate_scores, n_candidates=total, verifier_calls=c * total,
+                            lineage=lineage)
 
     @staticmethod
     def _evaluate(task: SearchTask, rows: Tensor, index: Tensor, noises: Tensor, candidate_scores: Tensor,

@@ -12,6 +12,8 @@ of Diffusion Models" (arXiv 2501.06848, 2025; contemporary with Ma et al.), thei
 Potentials, from the intermediate rewards r_s along a particle's ancestry (as in their paper and reference
 code): "max" G_r = exp(λ·max_{s≤r} r_s), "add" G_r = exp(λ·Σ_{s≤r} r_s), "diff" G_r = exp(λ·(r_r − r_{r−1}));
 at the first level all three are exp(λ·r_1). λ is the inverse temperature of the tilted target p(x0)·exp(λ·r(x0)).
+A failed reward (NaN, ±inf; `comparable` in search/base.py) enters as −inf, so that particle's weight is 0 (under
+"max" its ancestry's best real reward still counts); a condition whose weights are all 0 resamples uniformly.
 
 Resampling under a deterministic ODE would leave the copies of a particle identical, so the proposal of step 3
 is stochastic: every particle is renoised by the interpolant's forward process from σ_r up to σ_r + Δf with
@@ -34,10 +36,11 @@ from tqdm.auto import tqdm
 
 from inference_scaling.nfe import BudgetError, check_budget
 from inference_scaling.noise import candidate_noise
-from inference_scaling.search.base import (SearchResult, SearchTask, batches, evals_per_call, predict_x0, renoise,
-                                           replay_path, segment_cost, solve_between)
+from inference_scaling.search.base import (SearchResult, SearchTask, batches, comparable, evals_per_call, predict_x0,
+                                           renoise, replay_path, segment_cost, solve_between)
 
 POTENTIALS = ("max", "add", "diff")
+MAX_RESAMPLINGS = 1000
 
 
 def potential(kind: str, r: Tensor, past: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -56,9 +59,13 @@ def potential(kind: str, r: Tensor, past: Tensor | None) -> tuple[Tensor, Tensor
 def resample(log_weights: Tensor, u: Tensor) -> Tensor:
     """Multinomial resampling by inverse CDF, one row per condition: ancestor a_i = min{j : Σ_{l≤j} w_l > u_i}.
 
-    log_weights (C, K), u (C, K) uniforms in [0, 1); returns ancestor slots (C, K).
+    log_weights (C, K), u (C, K) uniforms in [0, 1); returns ancestor slots (C, K). A log-weight that is not
+    real (a failed score, an undefined potential) is weight 0; a condition with no real weight resamples
+    uniformly, as if all its particles scored the same.
     """
-    cdf = torch.softmax(log_weights.double(), dim=1).cumsum(dim=1)
+    log_weights = comparable(log_weights.double())
+    log_weights = torch.where(torch.isinf(log_weights).all(dim=1, keepdim=True), 0.0, log_weights)
+    cdf = torch.softmax(log_weights, dim=1).cumsum(dim=1)
     ancestors = torch.searchsorted(cdf, u.double().contiguous(), right=True)
     return ancestors.clamp(max=log_weights.shape[1] - 1)  # cdf[-1] may round to just below u
 
@@ -82,10 +89,13 @@ class FKSteering:
 
     def __init__(self, resamplings: int = 3, delta_f: float = 0.1, lam: float = 10.0, potential: str = "diff",
                  progress: bool = False):
-        if resamplings < 1:
-            raise ValueError(f"search.resamplings={resamplings} must be >= 1")
+        if not 1 <= resamplings <= MAX_RESAMPLINGS:
+            raise ValueError(f"search.resamplings={resamplings} must be in [1, {MAX_RESAMPLINGS}] (each level costs "
+                             f"every particle at least one NFE)")
         if not 0.0 < delta_f <= 1.0:
             raise ValueError(f"search.delta_f={delta_f} must be in (0, 1]: resampled copies need fresh noise to differ")
+        if not lam > 0.0:
+            raise ValueError(f"search.lam={lam} must be > 0 (the inverse temperature of the potentials exp(λ·r))")
         if potential not in POTENTIALS:
             raise ValueError(f"search.potential={potential!r}; choose one of: {', '.join(POTENTIALS)}")
         self.resamplings = resamplings
@@ -137,7 +147,7 @@ class FKSteering:
             # 2. Potentials of the x0-predictions at σ_r, then resampling.
             s = self._score(task, x, rows, sigma, K)
             candidate_scores[:, r * K:(r + 1) * K] = s.view(c, K)
-            log_g, past = potential(self.potential, s, past)
+            log_g, past = potential(self.potential, comparable(s), past)
             block = K + r * (K + 1)
             u = resampling_uniforms(task, block + K, K)
             ancestor = (resample(self.lam * log_g.view(c, K), u) + torch.arange(c)[:, None] * K).flatten()
@@ -154,7 +164,7 @@ class FKSteering:
         # 4. Best-of-K over the final (clean) particles.
         s = self._score(task, x, rows, 0.0, K).view(c, K)
         candidate_scores[:, -K:] = s
-        best = s.argmax(dim=1)
+        best = comparable(s).argmax(dim=1)
         flat = torch.arange(c) * K + best
         lineage = [{"algorithm": "fk_steering", "row": row, "condition_id": int(task.condition_ids[row]),
                     "sigma_start": rounds[0][0], **paths[k]} for row, k in enumerate(flat.tolist())]

@@ -30,9 +30,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from inference_scaling.nfe import BudgetError, check_budget
-from inference_scaling.search.base import (SearchResult, SearchTask, batches, evals_per_call, predict_x0, renoise,
-                                           replay_path, segment_cost, solve_between)
+from inference_scaling.search.base import (SearchResult, SearchTask, batches, comparable, evals_per_call, predict_x0,
+                                           renoise, replay_path, segment_cost, solve_between)
 
+MAX_ROUNDS = 1000  # a finer schedule than any sampler grid: each round solves at least one step per branch
 _END = 1e-9  # a round that would end within this of σ = 0 ends at 0, so float drift adds no sliver of a round
 
 
@@ -54,6 +55,10 @@ class SearchOverPaths:
         if not 0.0 < delta_f < delta_b:
             raise ValueError(f"need 0 < search.delta_f < search.delta_b so that σ falls each round; "
                              f"got delta_f={delta_f}, delta_b={delta_b}")
+        rounds = int(-(-(sigma_start - _END) // (delta_b - delta_f)))  # σ falls by Δb − Δf a round, as in rounds()
+        if rounds > MAX_ROUNDS:
+            raise ValueError(f"search.delta_b − search.delta_f = {delta_b - delta_f:g} takes {rounds} rounds from "
+                             f"sigma_start={sigma_start}; at most {MAX_ROUNDS}: widen the gap")
         self.m = m
         self.sigma_start = sigma_start
         self.delta_f = delta_f
@@ -114,7 +119,7 @@ class SearchOverPaths:
             branch_rows = rows.repeat_interleave(M)
             states, s = self._branch(task, states, parent, branch_rows, indices, (sigma, up, down))
             candidate_scores[:, r * N * M:(r + 1) * N * M] = s.view(c, N * M)
-            keep = torch.sort(s.view(c, N * M), dim=1, descending=True, stable=True).indices[:, :N]
+            keep = torch.sort(comparable(s).view(c, N * M), dim=1, descending=True, stable=True).indices[:, :N]
             keep = (keep + torch.arange(c)[:, None] * N * M).flatten()
             parent_of = parent.tolist()
             states = states[keep]

@@ -6,7 +6,7 @@ import torch
 from tqdm.auto import tqdm
 
 from inference_scaling.nfe import check_budget
-from inference_scaling.search.base import SearchResult, SearchTask, batches, keep_best
+from inference_scaling.search.base import SearchResult, SearchTask, batches, comparable, keep_best, no_best
 
 
 class RandomSearch:
@@ -31,7 +31,7 @@ class RandomSearch:
         rows = torch.arange(c).repeat_interleave(n)  # condition position of each flat pair
         indices = torch.arange(n).repeat(c)  # candidate index of each flat pair
         scores = torch.empty(c * n)
-        best = torch.full((c,), float("-inf"))
+        best = no_best(c)
         images = None
         for part in tqdm(list(batches(c * n, task.group_size(n))), desc="random search", disable=not self.progress,
                          mininterval=2.0, leave=False):
@@ -42,6 +42,6 @@ class RandomSearch:
                 images = torch.zeros(c, *x.shape[1:], dtype=x.dtype)
             keep_best(best, images, rows[part], s, x.cpu())
         candidate_scores = scores.view(c, n)
-        chosen = torch.argmax(candidate_scores, dim=1)
+        chosen = comparable(candidate_scores).argmax(dim=1)  # the first best: the image keep_best kept
         return SearchResult(images=images, chosen=chosen, scores=candidate_scores.gather(1, chosen[:, None]).squeeze(1),
                             candidate_scores=candidate_scores, n_candidates=n, verifier_calls=c * n)

@@ -23,7 +23,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from inference_scaling.nfe import BudgetError, check_budget
-from inference_scaling.search.base import SearchResult, SearchTask, batches, keep_best, lineage_rows, refuse_set_level
+from inference_scaling.search.base import (SearchResult, SearchTask, batches, comparable, keep_best, lineage_rows,
+                                           refuse_set_level)
 
 
 def neighbour(pivot: Tensor, direction: Tensor, lam: float) -> Tensor:
@@ -101,6 +102,7 @@ class ZeroOrderSearch:
         images, pivot_score = self._solve_pivots(task, pivot)
         candidate_scores = torch.empty(c, 1 + K * N)
         candidate_scores[:, 0] = pivot_score
+        pivot_score = comparable(pivot_score)  # a failed pivot is kept only until a neighbour scores
         history = [[0] for _ in range(c)]
         rows = everyone.repeat_interleave(N)
         for k in tqdm(range(K), desc="zero-order search", disable=not self.progress, leave=False):
@@ -114,14 +116,15 @@ class ZeroOrderSearch:
                 keep_best(best, images, rows[part], s, x.cpu())
             # 4. Move the pivots that a neighbour beat (the first best neighbour, as keep_best kept its image).
             moved = (best > pivot_score).nonzero().squeeze(1)
-            winner = 1 + k * N + candidate_scores[moved, 1 + k * N:1 + (k + 1) * N].argmax(dim=1)
+            winner = 1 + k * N + comparable(candidate_scores[moved, 1 + k * N:1 + (k + 1) * N]).argmax(dim=1)
             pivot[moved] = neighbour(pivot[moved].to(task.device), task.noise(moved, winner), self.lam).cpu()
             pivot_score = best
             for row, index in zip(moved.tolist(), winner.tolist()):
                 history[row].append(index)
         lineage = [{"algorithm": "zero_order", "row": row, "condition_id": int(task.condition_ids[row]),
                     "lam": self.lam, "pivots": history[row]} for row in range(c)]
-        return SearchResult(images=images, chosen=torch.tensor([h[-1] for h in history]), scores=pivot_score,
+        chosen = torch.tensor([h[-1] for h in history])
+        return SearchResult(images=images, chosen=chosen, scores=candidate_scores.gather(1, chosen[:, None]).squeeze(1),
                             candidate_scores=candidate_scores, n_candidates=1 + K * N,
                             verifier_calls=c * (1 + K * N), lineage=lineage)
 

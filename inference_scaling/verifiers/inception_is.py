@@ -12,10 +12,11 @@ another order (tench, ImageNet index 0 → output 449; giant panda, 388 → 169)
 class. `assets/inception_2015_12_05_classes.json` holds that map per standard ImageNet index (synsets sorted,
 the order of `assets/imagenet_classes.txt` and of class-conditional ImageNet models such as DiT/SiT).
 
-Weights: torch-fidelity's converted file `weights-inception-2015-12-05-6726825d.pth`; with `weights` "" it is
-downloaded once into the torch hub cache. torch-fidelity reads a local file with `torch.load(weights_only=False)`
-(a full unpickle), so a local file is first read here with `weights_only=True` and refused unless it is a plain
-state dict of tensors.
+Weights: torch-fidelity's converted file `weights-inception-2015-12-05-6726825d.pth` (or the same tensors as
+.safetensors); with `weights` "" it is downloaded once into the torch hub cache. No file is ever unpickled: the
+state dict is read here with `torch.load(weights_only=True)` (or safetensors), refused unless it is a plain state
+dict of tensors, and handed to torch-fidelity's network, which loads it strictly; torch-fidelity's own reading of
+the file (`torch.load(weights_only=False)`, a full unpickle) never runs.
 
 The helpers at the bottom (class-index inputs, batched scoring) serve all class-conditional verifiers.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import pickle
 import time
+from unittest import mock
 from dataclasses import dataclass
 from importlib import resources
 from typing import Callable, Optional
@@ -58,29 +60,40 @@ def tf_class_index() -> Tensor:
     return torch.tensor(doc["tf_index"], dtype=torch.long)
 
 
+def inception_state(weights: str = "") -> dict[str, Tensor]:
+    """The Inception state dict, read without unpickling: a local (or hf:) .pth through `torch.load(weights_only=True)`,
+    a .safetensors file, or, with `weights` "", torch-fidelity's release downloaded once into the torch hub cache (the
+    file torch-fidelity itself would download) and read the same way."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    from inference_scaling.verifiers.aesthetic import load_state_file
+
+    try:
+        if not weights:
+            return torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, map_location="cpu", progress=False,
+                                                      weights_only=True)
+        return load_state_file(weights)
+    except WeightsError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise WeightsError(f"weights {weights or URL_INCEPTION_V3!r} are not a plain state dict of tensors: "
+                           f"{str(err).strip().splitlines()[0][:200]}") from None
+
+
 def load_inception(weights: str = "", features: tuple[str, ...] = ("logits_unbiased",), device: str = "cpu",
                    dtype: str = "float32"):
-    """torch-fidelity's InceptionV3 with `features` outputs, from a local .pth (checked to be a plain state dict)
-    or, with `weights` "", from torch-fidelity's release (downloaded once into the torch hub cache)."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    """torch-fidelity's InceptionV3 with `features` outputs and the weights of `inception_state(weights)`."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 
     if dtype not in INCEPTION_DTYPES:
         raise ValueError(f"dtype={dtype!r}: torch-fidelity's Inception runs in one of {', '.join(INCEPTION_DTYPES)}")
-    path = None
-    if weights:
-        from inference_scaling.verifiers.aesthetic import load_state_file
-
-        try:  # weights_only=True refuses pickled code before torch-fidelity unpickles the file in full
-            load_state_file(weights)
-        except WeightsError:
-            raise
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-            raise WeightsError(f"weights {weights!r} are not a plain state dict of tensors: "
-                               f"{str(err).strip().splitlines()[0][:200]}") from None
-        path = weights
+    state = inception_state(weights)
+    # Its constructor takes no state dict: it unpickles a path or downloads. Answer its download with the tensors
+    # read above, so it never opens a file; it then loads them with its strict `load_state_dict`.
     try:
-        net = FeatureExtractorInceptionV3("inception-v3-compat", list(features), feature_extractor_weights_path=path,
-                                          feature_extractor_internal_dtype=dtype)
+        with mock.patch.object(tf_inception, "load_state_dict_from_url", lambda *args, **kwargs: state):
+            net = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", list(features),
+                                                           feature_extractor_internal_dtype=dtype)
     except RuntimeError as err:
         raise WeightsError(f"weights {weights!r} do not fit torch-fidelity's InceptionV3: "
                            f"{str(err).strip().splitlines()[-1][:300]}") from None

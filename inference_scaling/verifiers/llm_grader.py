@@ -313,6 +313,6 @@ def check_config(config: LLMGraderConfig) -> None:
         raise ValueError(f"verifier.base_url={config.base_url!r} must be an http:// or https:// URL")
     for field, value, low in [("max_concurrency", config.max_concurrency, 1), ("timeout_s", config.timeout_s, 1e-3),
                               ("max_retries", config.max_retries, 0), ("backoff_s", config.backoff_s, 0.0),
-                              ("min_side", config.min_side, 0)]:
+                              ("min_side", config.min_side, 0), ("temperature", config.temperature, 0.0)]:
         if value < low:
             raise ValueError(f"verifier.{field}={value} must be >= {low}")

@@ -1,0 +1,1 @@
+"""Hydra configs (the project's conf/ folder), shipped in the package as inference_scaling.conf."""

@@ -1,0 +1,135 @@
+"""Hostile and mistaken command lines through the console script's entry point (`inference_scaling.__main__.main`,
+run in this process: its refusals come before Hydra starts a job, so a subprocess per case is not needed; the
+subprocess path is covered in test_cli.py). Each must exit with code 2, print exactly one line naming the bad value,
+print no traceback, and write no output folder."""
+
+import sys
+
+import pytest
+import torch
+
+from inference_scaling.__main__ import main
+
+TEXT = ["model=flux_dev", "benchmark=prompts", "benchmark.prompts=[a red cube]", "verifier=clip_score",
+        "budget=one_sample"]
+IMAGENET = ["model=sit_xl2", "benchmark=imagenet", "verifier=clip_zeroshot", "budget=one_sample"]
+SCENES = ["model=scenes", "benchmark=scenes", "verifier=scene_checker"]
+
+CASES = [
+    # unknown options and keys
+    (["model=nope"], "unknown model 'nope'; choose one of: digits, dit_xl2"),
+    (["verifier=nope"], "unknown verifier 'nope'; choose one of: aesthetic"),
+    (["search=nope"], "unknown search 'nope'; choose one of: evolutionary"),
+    (["benchmark=nope"], "unknown benchmark 'nope'; choose one of: digits, imagenet, prompts, scenes"),
+    (["budget=nope"], "unknown budget 'nope'; choose one of: default, one_sample"),
+    (["logger=nope"], "unknown logger 'nope'; choose one of: none, wandb"),
+    (["model=base_model"], "unknown model 'base_model'; choose one of:"),  # schemas are not options
+    (["model.typo=3"], "unknown config key 'model.typo'; accepted keys in model: name, weights, solver"),
+    (["+model.typo=3"], "unknown config key 'model.typo'; accepted keys in model: name, weights, solver"),
+    (["++model.typo=3"], "unknown config key 'model.typo'; accepted keys in model: name, weights, solver"),
+    (["model=scenes", "+model.typo=3"], "unknown config key 'model.typo'; accepted keys in model: name"),
+    ([*IMAGENET, "+model.widht=3"], "unknown config key 'model.widht'; accepted keys in model: name, weights, "
+                                    "solver, search_steps, final_steps, guidance, device, dtype, depth"),
+    (["search.n=4"], "unknown config key 'search.n'; accepted keys in search: name, max_batch_size"),
+    (["budget.nfe=abc"], "bad override budget.nfe=abc"),
+    # ranges and types
+    (["budget.nfe=0"], "budget.nfe=0 must be a positive number of NFEs per condition"),
+    (["budget.nfe=2"], "budget.nfe=2 is below the cost of one sample (3 NFEs"),
+    (["model.solver=rk4"], "model.solver='rk4' is not a solver; choose one of: euler, heun, heun2"),
+    (["model.search_steps=0"], "model.search_steps=0 must be >= 1"),
+    (["model.final_steps=0"], "model.final_steps=0 must be >= 1"),
+    (["model.guidance=-1"], "model.guidance=-1.0 must be >= 0.0"),
+    (["model.dtype=int8"], "model.dtype='int8' is not supported; choose one of: float32, bfloat16, float16"),
+    (["model.device=tpu"], "model.device='tpu' is not a device"),
+    (["search.max_batch_size=0"], "search.max_batch_size=0 must be >= 1"),
+    (["benchmark.per_class=0"], "benchmark.per_class=0 must be >= 1"),
+    (["benchmark.kid_subset_size=1"], "benchmark.kid_subset_size=1 must be >= 2"),
+    (["logger.backend=tensorboard"], "logger.backend='tensorboard'; choose one of: wandb, none"),
+    (["logger.wandb.mode=sometimes"], "logger.wandb.mode='sometimes'; choose one of: offline, online, disabled"),
+    # components that do not fit together
+    (["benchmark=scenes"], "model=digits takes digits conditions but benchmark=scenes gives scenes conditions"),
+    (["model=scenes"], "model=scenes takes scenes conditions but benchmark=digits gives digits conditions"),
+    (["verifier=scene_checker"], "verifier=scene_checker does not score benchmark=digits; it scores: scenes"),
+    (["benchmark=prompts", "benchmark.prompts=[a cat]"], "model=digits takes digits conditions but benchmark=prompts"),
+    ([*TEXT[:2], *TEXT[3:]], "benchmark: benchmark=prompts needs prompts"),
+    ([*IMAGENET, "benchmark.classes=[3,1000]"], "benchmark: benchmark.classes has 1000, not an ImageNet class index"),
+    ([*SCENES, "benchmark.counts=[9]"], "benchmark: count 9 is out of range; counts are 1..6"),
+    ([*SCENES, "benchmark.relations=[up]"], "benchmark: unknown relation 'up'; choose one of: left, right"),
+    (["verifier=ssl_digits"], "verifier=ssl_digits reads the x0-prediction at the search grid's level nearest sigma="),
+    (["verifier=ssl_digits", "model.search_steps=4", "verifier.sigma=1.5"], "verifier.sigma=1.5 must lie in (0, 1)"),
+    (["verifier=ssl_digits", "model.search_steps=4", "search=paths", "budget.nfe=96"],
+     "verifier=ssl_digits compares each candidate's x0-prediction with its final sample, but search=paths"),
+    (["benchmark.metrics=[{name: nope}]"], "benchmark.metrics[0].name='nope' is unknown"),
+    (["benchmark.metrics=[{name: ensemble}]"], "benchmark.metrics[0]: ensemble scores candidates relative to each"),
+    # search plans and parameters
+    (["search=zero_order"], "budget.nfe=12 buys 4 sample(s); zero-order search needs 1 + N = 5"),
+    (["search=zero_order", "search.n=0", "budget.nfe=96"], "search.n=0 must be >= 1 neighbour per iteration"),
+    (["search=paths", "search.delta_f=0.5", "search.delta_b=0.4", "budget.nfe=96"],
+     "need 0 < search.delta_f < search.delta_b"),
+    # weights, folders and checkpoints
+    (["model.weights=/nonexistent/flow.safetensors"], "model.weights: weights file '/nonexistent/flow.safetensors'"),
+    (["verifier.weights=/nonexistent/c.safetensors"], "verifier.weights: weights file '/nonexistent/c.safetensors'"),
+    (["model=sit_b2", *IMAGENET[1:]], "model.weights is empty: sit_b2 has no public checkpoint"),
+    ([*IMAGENET, "model.hidden_size=1000"], "model.hidden_size=1000 must be a multiple of model.num_heads=16"),
+    ([*TEXT, "model.weights=/nonexistent/flux"], "model.weights='/nonexistent/flux' is neither an existing folder"),
+    ([*IMAGENET, "model.vae=./no/such/vae"], "model.vae='./no/such/vae' is neither an existing folder nor a hub id"),
+]
+
+
+@pytest.fixture
+def run_main(tmp_path, monkeypatch, capsys):
+    """Run the entry point on a command line in an empty folder; returns (exit code, stderr lines)."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(args: list[str]) -> tuple[int, list[str]]:
+        quiet = [] if any(a.startswith("logger=") for a in args) else ["logger=none"]
+        monkeypatch.setattr(sys, "argv", ["inference-scaling", *args, *quiet, "progress=false"])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        return exit_.value.code, capsys.readouterr().err.strip().splitlines()
+
+    return run
+
+
+@pytest.mark.parametrize("args,message", CASES, ids=[" ".join(a)[-60:] for a, _ in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_main, tmp_path, args, message):
+    code, lines = run_main([*args, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: " + message), lines[0]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_at_least_forty_bad_inputs_are_covered():
+    assert len(CASES) >= 40
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_without_cuda(run_main, tmp_path):
+    code, lines = run_main(["model.device=cuda", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert code == 2 and lines == ["error: model.device=cuda but this machine has no CUDA device; use model.device=cpu"]
+
+
+def test_an_output_folder_that_is_a_file_or_cannot_be_made(run_main, tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    code, lines = run_main([f"hydra.run.dir={tmp_path / 'taken'}"])
+    assert code == 2 and lines == [f"error: hydra.run.dir={tmp_path / 'taken'} is a file, not a folder; give a "
+                                   f"folder to write the job into"]
+    code, lines = run_main(["-m", "budget.nfe=3,6", f"hydra.sweep.dir={tmp_path / 'taken' / 'sweep'}"])
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: hydra.sweep.dir={tmp_path / 'taken' / 'sweep'}"
+                                                                 f" cannot be created: {tmp_path / 'taken'} is not")
+
+
+def test_a_bad_value_anywhere_in_a_sweep_fails_the_whole_sweep_up_front(run_main, tmp_path):
+    code, lines = run_main(["-m", "budget.nfe=3,6,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: budget.nfe=2 is below the cost")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_job_of_a_glob_sweep_is_refused_when_it_starts(run_main, tmp_path):
+    """glob() cannot be enumerated before Hydra lists the options: its jobs validate themselves, in one line."""
+    code, lines = run_main(["-m", "model=glob(sc*)", "benchmark.per_class=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    errors = [line for line in lines if line.startswith("error:")]
+    assert code == 2 and errors == ["error: model=scenes takes scenes conditions but benchmark=digits gives digits "
+                                    "conditions; models for it: digits"]
+    assert not any("Traceback" in line for line in lines)
+    assert not list((tmp_path / "sweep").rglob("metrics.json"))
