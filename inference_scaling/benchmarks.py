@@ -15,6 +15,9 @@ from inference_scaling.evaluation.fidelity import class_accuracy, fidelity_metri
 from inference_scaling.scenes import ConditionError
 
 
+PRC_MIN_SAMPLES = 4  # torch-fidelity's precision/recall: the 3rd nearest neighbour of each sample within its set
+
+
 @dataclass
 class Conditions:
     """A benchmark's condition set; model adapters encode it into their own condition rows."""
@@ -30,6 +33,8 @@ class DigitsBenchmark:
 
     name = "digits"
     condition_kind = "digits"
+    min_conditions = PRC_MIN_SAMPLES
+    min_conditions_why = "precision/recall compare each sample with its 3 nearest neighbours"
     primary_metric = "fid"
 
     def __init__(self, cfg):
@@ -53,6 +58,8 @@ class ScenesBenchmark:
 
     name = "scenes"
     condition_kind = "scenes"
+    min_conditions = PRC_MIN_SAMPLES
+    min_conditions_why = "precision/recall compare each sample with its 3 nearest neighbours"
     primary_metric = "accuracy"
 
     def __init__(self, cfg):

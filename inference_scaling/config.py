@@ -319,9 +319,17 @@ def validate(cfg: Config) -> int:
 
 
 def _check_verifier_weights(key: str, verifier: VerifierConfig) -> None:
-    """A verifier's weights file exists (a hub file or a folder the verifier reads is checked when it loads)."""
+    """A verifier's own up-front checks (its `check` classmethod, where it has one) and that its weights file
+    exists (a hub file or a folder the verifier reads is checked when it loads)."""
     from inference_scaling.verifiers import VERIFIERS
     from inference_scaling.verifiers.aesthetic import HUB_PREFIX
+
+    check = getattr(VERIFIERS.get(verifier.name), "check", None)
+    if check is not None:
+        try:
+            check(verifier)
+        except ValueError as err:
+            raise ConfigError(str(err) if key == "verifier" else f"{key}: {err}") from None
 
     path = verifier.weights
     takes_folder = getattr(VERIFIERS.get(verifier.name), "weights_folder", False)
@@ -457,6 +465,14 @@ def _check_components(cfg: Config) -> int:
             raise ConfigError(f"benchmark.per_class={cfg.benchmark.per_class} gives {cfg.benchmark.per_class * unit:,} "
                               f"conditions ({unit} per class); a job holds at most 10**7: use benchmark.per_class "
                               f"<= {MAX_CONDITIONS // unit:,}")
-        return len(benchmark.conditions().ids)
+        n = len(benchmark.conditions().ids)
     except ConditionError as err:
         raise ConfigError(f"benchmark: {err}") from None
+    if n == 0:
+        raise ConfigError(f"benchmark={benchmark.name} gives no conditions; check its condition lists "
+                          f"(e.g. benchmark.counts, benchmark.relations, benchmark.classes)")
+    least = getattr(benchmark, "min_conditions", 1)
+    if n < least:
+        raise ConfigError(f"benchmark={benchmark.name} gives {n} condition(s); its evaluation needs at least {least} "
+                          f"({benchmark.min_conditions_why}): raise benchmark.per_class or add conditions")
+    return n

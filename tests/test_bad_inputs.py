@@ -61,6 +61,11 @@ CASES = [
      "verifier=ssl_digits compares each candidate's x0-prediction with its final sample, but search=paths"),
     (["benchmark.metrics=[{name: nope}]"], "benchmark.metrics[0].name='nope' is unknown"),
     (["benchmark.metrics=[{name: ensemble}]"], "benchmark.metrics[0]: ensemble scores candidates relative to each"),
+    ([*SCENES, "benchmark.prompts=['3 blocks, most on the left']", "benchmark.per_class=2"],
+     "benchmark=scenes gives 2 condition(s); its evaluation needs at least 4"),
+    ([*SCENES, "benchmark.counts=[]"], "benchmark=scenes gives no conditions"),
+    (["verifier=llm_grader", "verifier.base_url=https://api.example.com/v1", "verifier.api_key_env=IS_TEST_NO_KEY"],
+     "verifier.base_url=https://api.example.com/v1 needs an API key, but the environment variable IS_TEST_NO_KEY"),
     # search plans and parameters
     (["search=zero_order"], "budget.nfe=12 buys 4 sample(s); zero-order search needs 1 + N = 5"),
     (["search=zero_order", "search.n=0", "budget.nfe=96"], "search.n=0 must be >= 1 neighbour per iteration"),
@@ -84,9 +89,12 @@ def run_main(tmp_path, monkeypatch, capsys):
     def run(args: list[str]) -> tuple[int, list[str]]:
         quiet = [] if any(a.startswith("logger=") for a in args) else ["logger=none"]
         monkeypatch.setattr(sys, "argv", ["inference-scaling", *args, *quiet, "progress=false"])
-        with pytest.raises(SystemExit) as exit_:
+        try:
             main()
-        return exit_.value.code, capsys.readouterr().err.strip().splitlines()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+        return code, capsys.readouterr().err.strip().splitlines()
 
     return run
 
@@ -133,3 +141,40 @@ def test_a_job_of_a_glob_sweep_is_refused_when_it_starts(run_main, tmp_path):
                                     "conditions; models for it: digits"]
     assert not any("Traceback" in line for line in lines)
     assert not list((tmp_path / "sweep").rglob("metrics.json"))
+
+
+def test_sweeps_that_cannot_be_enumerated_are_left_to_their_jobs():
+    from inference_scaling.__main__ import precheck
+
+    assert precheck(["budget.nfe=interval(3,9)"]) == 0  # a sweeper plugin's syntax: Hydra's (or the plugin's) work
+    assert precheck(["model=glob(dig*)", "budget.nfe=3,6"]) == 0
+    assert precheck(["budget.nfe=range(3,10,3)", "++seed=5"]) == 3
+
+
+def test_force_add_user_config_dirs_and_search_paths_compose_as_in_hydra(run_main, tmp_path):
+    import shutil
+
+    from inference_scaling.__main__ import CONF_DIR
+
+    mine = tmp_path / "myconf"
+    shutil.copytree(CONF_DIR, mine, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
+    (mine / "budget" / "tiny.yaml").write_text("defaults:\n  - /base_budget@_here_\nnfe: 3\n")
+    extra = tmp_path / "extra" / "benchmark"
+    extra.mkdir(parents=True)
+    (extra / "few.yaml").write_text("defaults:\n  - digits\n  - _self_\nper_class: 1\n")
+    for args in (["-cd", str(mine), "budget=tiny", "benchmark.per_class=1", "++seed=7"],
+                 [f"hydra.searchpath=[file://{tmp_path / 'extra'}]", "benchmark=few", "budget.nfe=3"]):
+        run_dir = tmp_path / f"run{len(args)}"
+        code, lines = run_main([*args, f"hydra.run.dir={run_dir}"])
+        assert code == 0, lines
+        metrics = (run_dir / "metrics.json").read_text()
+        assert '"n_conditions": 10' in metrics and '"nfe": 3' in metrics
+
+
+def test_hydra_full_error_shows_the_traceback(run_main, tmp_path, monkeypatch):
+    from inference_scaling.nfe import BudgetError
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(BudgetError, match="budget.nfe=0 must be a positive number"):
+        monkeypatch.setattr(sys, "argv", ["inference-scaling", "budget.nfe=0", f"hydra.run.dir={tmp_path / 'run'}"])
+        main()

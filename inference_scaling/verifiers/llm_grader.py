@@ -189,6 +189,11 @@ class LLMGrader:
     def from_config(cls, cfg: LLMGraderConfig, device: str = "cpu") -> "LLMGrader":
         return cls(cfg)
 
+    @classmethod
+    def check(cls, cfg: LLMGraderConfig) -> None:
+        """What validate() checks before any job starts: ranges, and the API key a remote server needs."""
+        check_config(cfg)
+
     def __init__(self, config: LLMGraderConfig):
         check_config(config)
         self.config = config
@@ -311,6 +316,11 @@ def check_config(config: LLMGraderConfig) -> None:
     """One-line ValueErrors for values out of range, before any request."""
     if urllib.parse.urlsplit(config.base_url).scheme not in ("http", "https"):
         raise ValueError(f"verifier.base_url={config.base_url!r} must be an http:// or https:// URL")
+    host = urllib.parse.urlsplit(config.base_url).hostname
+    if host not in LOCAL_HOSTS and not os.environ.get(config.api_key_env):  # presence only: the key is read per use
+        raise ValueError(f"verifier.base_url={config.base_url} needs an API key, but the environment variable "
+                         f"{config.api_key_env} (verifier.api_key_env) is not set; only a localhost server may run "
+                         f"without one")
     for field, value, low in [("max_concurrency", config.max_concurrency, 1), ("timeout_s", config.timeout_s, 1e-3),
                               ("max_retries", config.max_retries, 0), ("backoff_s", config.backoff_s, 0.0),
                               ("min_side", config.min_side, 0), ("temperature", config.temperature, 0.0)]:
