@@ -51,17 +51,14 @@ def euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Tensor, callback:
     return x
 
 
-@torch.no_grad()
-def heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Tensor, callback: Callback = None) -> Tensor:
-    """Second-order Heun solver (Karras et al. 2022, Alg. 1); the last step to σ = 0 is an Euler step,
-    so N steps ending at 0 cost 2N − 1 NFEs."""
+def _heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Tensor, callback: Callback, correct_last: bool) -> Tensor:
     for i, (s, s_next) in enumerate(zip(sigmas[:-1].tolist(), sigmas[1:].tolist())):
         d_cur = denoiser(x, _levels(x, s), cond)
         if callback is not None:
             callback(Step(i, s, s_next, x, x0_from_velocity(x, _levels(x, s), d_cur)))
         # Euler step.
         x_next = x + (s_next - s) * d_cur
-        if s_next > 0:
+        if s_next > 0 or correct_last:
             # Apply 2nd order correction.
             d_prime = denoiser(x_next, _levels(x, s_next), cond)
             x_next = x + (s_next - s) * (0.5 * d_cur + 0.5 * d_prime)
@@ -70,20 +67,18 @@ def heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Tensor, callback: 
 
 
 @torch.no_grad()
+def heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Tensor, callback: Callback = None) -> Tensor:
+    """Second-order Heun solver (Karras et al. 2022, Alg. 1); the last step to σ = 0 is an Euler step,
+    so N steps ending at 0 cost 2N − 1 NFEs."""
+    return _heun(denoiser, x, sigmas, cond, callback, correct_last=False)
+
+
+@torch.no_grad()
 def heun2(denoiser: Denoiser, x: Tensor, sigmas: Tensor, cond: Tensor, callback: Callback = None) -> Tensor:
     """Heun's method with the correction on every step, the last one included (torchdiffeq's fixed-grid `heun2`,
     which SiT's ODE sampler uses): N steps cost 2N NFEs. At σ = 0 the corrector evaluates the network on the
     final sample, so SiT's 250-step sampling is 500 NFEs where the EDM-style `heun` spends 499."""
-    for i, (s, s_next) in enumerate(zip(sigmas[:-1].tolist(), sigmas[1:].tolist())):
-        d_cur = denoiser(x, _levels(x, s), cond)
-        if callback is not None:
-            callback(Step(i, s, s_next, x, x0_from_velocity(x, _levels(x, s), d_cur)))
-        # Euler step.
-        x_next = x + (s_next - s) * d_cur
-        # Apply 2nd order correction.
-        d_prime = denoiser(x_next, _levels(x, s_next), cond)
-        x = x + (s_next - s) * (0.5 * d_cur + 0.5 * d_prime)
-    return x
+    return _heun(denoiser, x, sigmas, cond, callback, correct_last=True)
 
 
 SOLVERS: dict[str, Callable[..., Tensor]] = {"euler": euler, "heun": heun, "heun2": heun2}

@@ -159,7 +159,6 @@ def test_cli_refuses_cuda_and_a_mismatched_benchmark_in_one_line_before_writing(
 
 
 def test_benchmark_metrics_score_every_final_image_apart_from_the_verifier(config, tiny_clip_folder, one_thread):
-    from safetensors.torch import load_file
 
     from inference_scaling.runner import run
     from inference_scaling.verifiers import build_verifier
