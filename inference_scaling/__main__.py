@@ -4,8 +4,9 @@ Hydra does Hydra's work (composition, every sweep syntax, sweeper and launcher p
 `++`, `~`, `--cfg`, completion). Validation runs on composed configs: up front, before any folder exists, for every
 combination of the command line that can be enumerated (plain values, choice and range sweeps, at most
 MAX_CHECKED_COMBINATIONS), and again inside each job before any model loads, which covers what cannot be enumerated
-(glob over options, a sweeper's interval). A refusal is one line `error: ...` and exit code 2; an unexpected error
-inside a job is one line and exit code 1, with the full traceback when HYDRA_FULL_ERROR=1.
+(glob over options, a sweeper's interval). A refusal of the command line is one line `error: ...` and exit code 2;
+an error inside a job is one line under every launcher (a `JobError`, which Hydra prints as it is) and exit code
+1; HYDRA_FULL_ERROR=1 shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -168,15 +170,23 @@ def check_output_dir(overrides: list[str], multirun: bool) -> None:
 
 
 def refuse(err: BaseException, code: int) -> None:
-    """Print a job's or the command line's error as one line and exit; the traceback only with HYDRA_FULL_ERROR=1."""
+    """Print the command line's error as one line and exit; the traceback only with HYDRA_FULL_ERROR=1."""
     if full_error():
         raise err
-    if code == 2:
-        print(f"error: {first_line(err)}", file=sys.stderr)
-    else:  # not a refusal we wrote: say what raised it and how to see where
-        print(f"error: {type(err).__name__}: {first_line(err)} (HYDRA_FULL_ERROR=1 shows the traceback)",
-              file=sys.stderr)
+    print(f"error: {first_line(err)}", file=sys.stderr)
     sys.exit(code)
+
+
+class JobError(CompactHydraException):
+    """A job's error as one line. Raised inside the job, it travels back to the launching process like any job
+    result (Hydra's run_job catches it; submitit and joblib pickle it), where Hydra prints just this line."""
+
+
+def job_error(err: BaseException) -> JobError:
+    """The one line of an error raised inside a job: a refusal as it is, anything unexpected with its type."""
+    if isinstance(err, (*REFUSALS, OSError)):
+        return JobError(f"error: {first_line(err)}")
+    return JobError(f"error: {type(err).__name__}: {first_line(err)} (HYDRA_FULL_ERROR=1 shows the traceback)")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -189,12 +199,10 @@ def app(cfg: DictConfig) -> float:
     try:
         typed = typed_config(cfg)
         result = run(typed)  # validates again: a job of a glob or interval sweep was not checked up front
-    except REFUSALS as err:
-        refuse(err, 2)
-    except OSError as err:  # a hub id that cannot be loaded, an unreadable file
-        refuse(err, 2)
-    except Exception as err:  # noqa: BLE001 - one line for the user; the traceback with HYDRA_FULL_ERROR=1
-        refuse(err, 1)
+    except Exception as err:  # one line under every launcher; the traceback with HYDRA_FULL_ERROR=1
+        if full_error():
+            raise
+        raise job_error(err) from None
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     write_job(out, config_yaml, result, cfg.save_images)
     metrics = result["metrics"]

@@ -136,10 +136,31 @@ def test_a_bad_value_anywhere_in_a_sweep_fails_the_whole_sweep_up_front(run_main
 def test_a_job_of_a_glob_sweep_is_refused_when_it_starts(run_main, tmp_path):
     """glob() cannot be enumerated before Hydra lists the options: its jobs validate themselves, in one line."""
     code, lines = run_main(["-m", "model=glob(sc*)", "benchmark.per_class=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
-    errors = [line for line in lines if line.startswith("error:")]
-    assert code == 2 and errors == ["error: model=scenes takes scenes conditions but benchmark=digits gives digits "
-                                    "conditions; models for it: digits"]
-    assert not any("Traceback" in line for line in lines)
+    assert code == 1
+    assert_one_job_error(lines, "error: model=scenes takes scenes conditions but benchmark=digits gives digits "
+                                "conditions; models for it: digits")
+    assert not list((tmp_path / "sweep").rglob("metrics.json"))
+
+
+def assert_one_job_error(lines: list[str], message: str) -> None:
+    """A job's error: its one line, framed only by Hydra's line naming the job's overrides and its hint about
+    HYDRA_FULL_ERROR; no traceback."""
+    text = [line for line in lines if line.strip()]
+    assert [line for line in text if line.startswith("error:")] == [message], lines
+    assert text[0].startswith("Error executing job with overrides: [") and text[-1].startswith(
+        "Set the environment variable HYDRA_FULL_ERROR=1"), lines
+    assert len(text) == 3 and not any("Traceback" in line for line in lines), lines
+
+
+def test_a_job_error_is_one_line_under_submitit(tmp_path):
+    """Under submitit a job runs in another process; its error must still reach the user as its one line."""
+    from test_cli import cli
+
+    proc = cli("-m", "hydra/launcher=submitit_local", "model=glob(sc*)", "benchmark.per_class=1", "logger=none",
+               "progress=false", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert_one_job_error(proc.stderr.splitlines(), "error: model=scenes takes scenes conditions but benchmark=digits "
+                                                   "gives digits conditions; models for it: digits")
     assert not list((tmp_path / "sweep").rglob("metrics.json"))
 
 
