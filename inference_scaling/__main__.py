@@ -88,7 +88,9 @@ def _explain(err: Exception, overrides: list[str], config_name: str = "config") 
         node = OmegaConf.select(base, parent) if parent else base
         accepted = ", ".join(node.keys()) if OmegaConf.is_dict(node) else "none"
         return f"unknown config key {full_key!r}; accepted keys{' in ' + parent if parent else ''}: {accepted}"
-    culprits = [o for o in overrides if o.lstrip("+~").split("=")[0] == full_key] or overrides
+    keys = {o: o.lstrip("+~").split("=")[0] for o in overrides}
+    culprits = ([o for o, k in keys.items() if k == full_key] or
+                [o for o, k in keys.items() if k and f"'{k.rpartition('.')[2]}'" in str(cause)] or overrides)
     return f"bad override {culprits[-1]}: {first_line(cause)}"
 
 

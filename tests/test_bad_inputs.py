@@ -32,6 +32,7 @@ CASES = [
                                     "solver, search_steps, final_steps, guidance, device, dtype, depth"),
     (["search.n=4"], "unknown config key 'search.n'; accepted keys in search: name, max_batch_size"),
     (["budget.nfe=abc"], "bad override budget.nfe=abc"),
+    (["~label", "progress=false"], "bad override ~label: Could not delete from config. 'label' does not exist."),
     # ranges and types
     (["budget.nfe=0"], "budget.nfe=0 must be a positive number of NFEs per condition"),
     (["budget.nfe=2"], "budget.nfe=2 is below the cost of one sample (3 NFEs"),
