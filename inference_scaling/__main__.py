@@ -25,7 +25,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from inference_scaling.config import Config, ConfigError, register, validate
+from inference_scaling.config import AUTO_CUDA, Config, ConfigError, job_device, register, validate
 from inference_scaling.nfe import BudgetError, NonFiniteError
 from inference_scaling.weights import WeightsError
 
@@ -200,6 +200,10 @@ def app(cfg: DictConfig) -> float:
     out = Path(hydra_cfg.runtime.output_dir)
     try:
         typed = typed_config(cfg)
+        if typed.model.device == AUTO_CUDA:
+            import torch
+
+            typed.model.device = job_device(AUTO_CUDA, hydra_cfg.job.num or 0, max(torch.cuda.device_count(), 1))
         result = run(typed)  # validates again: a job of a glob or interval sweep was not checked up front
     except Exception as err:  # one line under every launcher; the traceback with HYDRA_FULL_ERROR=1
         if full_error():

@@ -27,7 +27,7 @@ class ModelConfig:
     search_steps: int = 2  # solver steps of each candidate during search
     final_steps: int = 2  # solver steps that render the chosen noise (the paper: 250 for SiT)
     guidance: float = 1.0  # classifier-free guidance scale; 1 = none (and 1 NFE per evaluation)
-    device: str = "cpu"  # cpu | cuda | cuda:N | mps
+    device: str = "cpu"  # cpu | cuda | cuda:N | cuda:auto (GPU job number mod GPUs: one GPU per job) | mps
     dtype: str = "float32"  # the network's dtype: float32 | bfloat16 | float16 (ODE states stay float32)
 
 
@@ -361,6 +361,15 @@ def _check_metrics(cfg: Config) -> None:
         _check_verifier_weights(f"benchmark.metrics[{k}]", metric)
 
 
+AUTO_CUDA = "cuda:auto"  # each job of a sweep takes its own GPU (see `job_device`)
+
+
+def job_device(device: str, job_num: int, gpus: int) -> str:
+    """The device a job runs on: `cuda:auto` is GPU `job_num mod gpus`, chosen inside the job, since joblib's worker
+    processes are reused and a per-process CUDA_VISIBLE_DEVICES would stick to the first job a worker ran."""
+    return f"cuda:{job_num % gpus}" if device == AUTO_CUDA else device
+
+
 def _check_device(model: ModelConfig) -> None:
     """A device this machine has and a dtype the adapters support, before anything loads."""
     import torch
@@ -369,6 +378,10 @@ def _check_device(model: ModelConfig) -> None:
 
     if model.dtype not in DTYPES:
         raise ConfigError(f"model.dtype={model.dtype!r} is not supported; choose one of: {', '.join(DTYPES)}")
+    if model.device == AUTO_CUDA:
+        if not torch.cuda.is_available():
+            raise ConfigError(f"model.device={AUTO_CUDA} but this machine has no CUDA device; use model.device=cpu")
+        return
     try:
         device = torch.device(model.device)
     except (RuntimeError, ValueError):
