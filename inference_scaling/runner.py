@@ -65,19 +65,20 @@ def run(cfg: Config) -> dict:
     images = torch.cat([model.decode(states[part].to(cfg.model.device)).cpu()
                         for part in batches(n_cond, cfg.search.max_batch_size)]) if model.decodes else states
     search_cost_record = verifier.cost.as_dict()
+    on_device = images.to(cfg.model.device)  # what the verifier and the metric verifiers score
     if getattr(verifier, "needs_x0", False) or getattr(verifier, "set_level", False):
         # The score needs the trajectory, or is relative to the other candidates: keep the search's own score.
         final_scores = result.scores
     else:
-        final_scores = task.score_images(images.to(cfg.model.device), all_rows)
+        final_scores = task.score_images(on_device, all_rows)
 
     eval_start = time.perf_counter()
     metrics = benchmark.evaluate(images, conditions)
     metric_scores = {}
     for label, metric_cfg in metric_configs(cfg.benchmark).items():  # evaluation metrics apart from the verifier
         scorer = SearchTask(**{**task.__dict__, "verifier": build_verifier(metric_cfg, device=cfg.model.device)})
-        metric_scores[label] = scorer.score_images(images.to(cfg.model.device), all_rows)
-        metrics[f"metric_{label}"] = metric_scores[label].mean().item()
+        metric_scores[label] = scorer.score_images(on_device, all_rows)
+        metrics[f"metric_{label}"] = real_mean(metric_scores[label])  # as the verifier's: failed images left out
     metrics.update(
         verifier_score=real_mean(final_scores),
         search_verifier_score=real_mean(result.scores),
