@@ -7,7 +7,7 @@ STAMP_TIME := $(shell date +%Y%m%d-%H%M%S)
 SWEEP ?= outputs/multirun/make-run-$(STAMP_TIME)
 DIGITS_SWEEP ?= outputs/multirun/digits-$(STAMP_TIME)
 
-.PHONY: install run run-digits compare test test-slow bench bench-verifiers bench-backends clean
+.PHONY: install run run-digits compare test test-slow bench bench-verifiers bench-backends bench-memory bench-reuse clean
 
 install: $(STAMP)
 
@@ -47,6 +47,15 @@ bench-verifiers: install
 # (experiments/bench_backends.py; `--size real --device cuda` on a GPU: SiT-XL/2 and FLUX.1 size).
 bench-backends: install
 	OMP_NUM_THREADS=1 $(PY) experiments/bench_backends.py
+
+# Peak RSS of one job against its number of conditions: 1k, 10k, 50k digits (experiments/bench_memory.py).
+bench-memory: install
+	$(PY) experiments/bench_memory.py
+
+# A 5-budget sweep with and without candidate reuse: NFEs computed and seconds (experiments/bench_reuse.py).
+bench-reuse: install
+	$(PY) experiments/bench_reuse.py --repeats 3
+	$(PY) experiments/bench_reuse.py --search zero_order --budgets 15,27,51,99,195
 
 clean:
 	rm -rf $(VENV) .pytest_cache

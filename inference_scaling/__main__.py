@@ -27,12 +27,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from inference_scaling.config import AUTO_CUDA, Config, ConfigError, job_device, register, validate
 from inference_scaling.nfe import BudgetError, NonFiniteError
+from inference_scaling.store import StoreError
 from inference_scaling.weights import WeightsError
 
 CONF_DIR = str(resources.files("inference_scaling.conf"))  # conf/, shipped in the package as inference_scaling.conf
 MAX_CHECKED_COMBINATIONS = 512
 SUMMARY = ("accuracy", "count_accuracy", "relation_accuracy", "is", "fid", "kid")
-REFUSALS = (ConfigError, BudgetError, WeightsError, NonFiniteError)  # named in one line, exit code 2
+REFUSALS = (ConfigError, BudgetError, WeightsError, NonFiniteError, StoreError)  # named in one line, exit code 2
 
 register()
 
@@ -193,19 +194,49 @@ def job_error(err: BaseException) -> JobError:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> float:
-    from inference_scaling.reporting.records import write_job
+    import json
+
+    from inference_scaling.reporting.records import METRICS, write_job
     from inference_scaling.runner import run
+    from inference_scaling.store import ChunkStore
 
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if (out / METRICS).exists() and not cfg.overwrite:  # a finished job is never redone or overwritten silently
+        print(f"skipping finished job {out} (overwrite=true reruns it)")
+        return json.loads((out / METRICS).read_text()).get("verifier_score")
+    study = Path(hydra_cfg.sweep.dir) if multirun else out
+    wandb_run = []  # the job's W&B run, started when its first chunk is written (a refused job starts none)
+
+    def logged():
+        if not wandb_run:
+            from inference_scaling.reporting.wandb_logger import start_job, study_group
+
+            name = f"{typed.label or typed.search.name + '-' + typed.verifier.name}-nfe{typed.budget.nfe}"
+            wandb_run.append(start_job(typed.logger.wandb, OmegaConf.to_container(cfg, resolve=True), out,
+                                       study_group(study), job_name=name))
+        return wandb_run[0]
+
+    def on_chunk(done: int, total: int) -> None:
+        if typed.logger.backend == "wandb":
+            from inference_scaling.reporting.wandb_logger import log_progress
+
+            log_progress(logged(), done, total)
+
     try:
         typed = typed_config(cfg)
         if typed.model.device == AUTO_CUDA:
             import torch
 
             typed.model.device = job_device(AUTO_CUDA, hydra_cfg.job.num or 0, max(torch.cuda.device_count(), 1))
-        result = run(typed)  # validates again: a job of a glob or interval sweep was not checked up front
+        if typed.overwrite:
+            ChunkStore(out).clear()
+        # validates again: a job of a glob or interval sweep was not checked up front
+        result = run(typed, out, cache_root=study if multirun else None, on_chunk=on_chunk)
     except Exception as err:  # one line under every launcher; the traceback with HYDRA_FULL_ERROR=1
+        if wandb_run:
+            wandb_run[0].finish(exit_code=1)
         if full_error():
             raise
         raise job_error(err) from None
@@ -215,12 +246,9 @@ def app(cfg: DictConfig) -> float:
     shown = " ".join(f"{k}={metrics[k]:.4g}" for k in SUMMARY if k in metrics)
     print(f"nfe={metrics['nfe']} N={metrics['n_candidates']} verifier={metrics['verifier_score']:.4g} {shown} -> {out}")
     if typed.logger.backend == "wandb":
-        from inference_scaling.reporting.wandb_logger import log_job
+        from inference_scaling.reporting.wandb_logger import finish_job
 
-        multirun = hydra_cfg.mode == RunMode.MULTIRUN
-        group = Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir).name
-        log_job(typed.logger.wandb, OmegaConf.to_container(cfg, resolve=True), metrics, out, group,
-                job_name=f"{typed.label or typed.search.name + '-' + typed.verifier.name}-nfe{typed.budget.nfe}")
+        finish_job(logged(), metrics, out)  # the run of the job's first start: W&B resumes it by its id
     return metrics["verifier_score"]
 
 

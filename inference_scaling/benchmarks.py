@@ -13,6 +13,7 @@ from inference_scaling import scenes
 from inference_scaling.datasets import DIGIT_NAMES, load_digits
 from inference_scaling.evaluation.fidelity import class_accuracy, fidelity_metrics
 from inference_scaling.scenes import ConditionError
+from inference_scaling.store import as_image_set
 
 
 PRC_MIN_SAMPLES = 4  # torch-fidelity's precision/recall: the 3rd nearest neighbour of each sample within its set
@@ -25,6 +26,10 @@ class Conditions:
     labels: Tensor  # (C,) class indices or (C, F) scene tokens: what class verifiers and evaluation read
     ids: Tensor  # (C,) condition ids: candidate i of condition c has noise (seed, ids[c], i)
     prompts: list[str]  # the condition as text: what text encoders and text verifiers read, and image captions
+
+    def take(self, positions: Tensor) -> "Conditions":
+        """The conditions at `positions` (a chunk or a shard), with their global ids."""
+        return Conditions(self.labels[positions], self.ids[positions], [self.prompts[i] for i in positions.tolist()])
 
 
 class DigitsBenchmark:
@@ -45,7 +50,9 @@ class DigitsBenchmark:
         labels = torch.arange(10).repeat(self.cfg.per_class)
         return Conditions(labels, torch.arange(len(labels)), [DIGIT_NAMES[y] for y in labels.tolist()])
 
-    def evaluate(self, images: Tensor, conditions: Conditions) -> dict[str, float]:
+    def evaluate(self, images, conditions: Conditions) -> dict[str, float]:
+        """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files)."""
+        images = as_image_set(images)
         metrics = fidelity_metrics(images, load_digits()[0], "digits-classifier", isc=True,
                                    kid_subset_size=self.cfg.kid_subset_size)
         metrics["accuracy"] = class_accuracy(images, conditions.labels)
@@ -79,13 +86,20 @@ class ScenesBenchmark:
         repeats = -(-self.cfg.reference_size // len(unique))
         return scenes.generate(unique.repeat(repeats, 1)[: self.cfg.reference_size], self.cfg.reference_seed)
 
-    def evaluate(self, images: Tensor, conditions: Conditions) -> dict[str, float]:
-        result = scenes.check(images, conditions.labels)
+    def evaluate(self, images, conditions: Conditions) -> dict[str, float]:
+        """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files)."""
+        images = as_image_set(images)
+        checks, start = [], 0
+        for chunk in images.batches():
+            checks.append(scenes.check(chunk, conditions.labels[start:start + len(chunk)]))
+            start += len(chunk)
+        both, count, relation, score = (torch.cat([getattr(c, k) for c in checks])
+                                        for k in ("both_ok", "count_ok", "relation_ok", "score"))
         metrics = {
-            "accuracy": result.both_ok.float().mean().item(),
-            "count_accuracy": result.count_ok.float().mean().item(),
-            "relation_accuracy": result.relation_ok.float().mean().item(),
-            "checker_score": result.score.mean().item(),
+            "accuracy": both.float().mean().item(),
+            "count_accuracy": count.float().mean().item(),
+            "relation_accuracy": relation.float().mean().item(),
+            "checker_score": score.mean().item(),
         }
         metrics.update(fidelity_metrics(images, self.reference(conditions.labels), "scene-classifier", isc=False,
                                         kid_subset_size=self.cfg.kid_subset_size))
@@ -118,7 +132,7 @@ class ImageNetBenchmark:
         labels = torch.tensor(classes).repeat(self.cfg.per_class)
         return Conditions(labels, torch.arange(len(labels)), [names[y] for y in labels.tolist()])
 
-    def evaluate(self, images: Tensor, conditions: Conditions) -> dict[str, float]:
+    def evaluate(self, images, conditions: Conditions) -> dict[str, float]:
         return {}
 
 
@@ -155,7 +169,7 @@ class PromptsBenchmark:
         prompts = self.prompt_list() * self.cfg.per_class
         return Conditions(torch.zeros(len(prompts), dtype=torch.long), torch.arange(len(prompts)), prompts)
 
-    def evaluate(self, images: Tensor, conditions: Conditions) -> dict[str, float]:
+    def evaluate(self, images, conditions: Conditions) -> dict[str, float]:
         return {}
 
 

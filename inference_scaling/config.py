@@ -99,6 +99,10 @@ class BenchmarkConfig:
     # Evaluation metrics apart from the search's verifier, each a verifier's fields (and an optional label), e.g.
     # [{name: clip_score, clip: openai/clip-vit-base-patch32}]; each scores every final image.
     metrics: list[Any] = field(default_factory=list)
+    # Conditions per chunk: a job searches, renders and writes one chunk at a time (bounded memory; a killed job
+    # resumes after its last complete chunk). A chunk's results do not depend on the other chunks.
+    chunk_size: int = 1024
+    shard: str = ""  # "i/n": run chunks k with k mod n = i only (same noises and choices as the whole job); "" all
 
 
 @dataclass
@@ -133,6 +137,8 @@ class Config:
     progress: bool = True
     save_images: bool = True
     label: Optional[str] = None  # the line this job belongs to in scaling figures (default: search / verifier / model)
+    overwrite: bool = False  # rerun a finished job (or one holding another config's chunks) instead of skipping it
+    reuse: bool = True  # random search in a sweep: reuse the candidates of the sweep's other budgets (see reuse.py)
 
 
 def register() -> None:
@@ -305,6 +311,7 @@ def validate(cfg: Config) -> int:
     if cfg.logger.wandb.mode not in WANDB_MODES:
         raise ConfigError(f"logger.wandb.mode={cfg.logger.wandb.mode!r}; choose one of: {', '.join(WANDB_MODES)}")
     n_conditions = _check_components(cfg)
+    _check_chunks(cfg, n_conditions)
     from inference_scaling.models import model_class
 
     try:
@@ -316,6 +323,27 @@ def validate(cfg: Config) -> int:
     _check_verifier_weights("verifier", cfg.verifier)
     _check_metrics(cfg)
     return _check_search_plan(cfg, n_conditions)
+
+
+def _check_chunks(cfg: Config, n_conditions: int) -> None:
+    """A chunk size, and a shard that gets conditions enough for the benchmark's evaluation."""
+    from inference_scaling.benchmarks import BENCHMARKS
+    from inference_scaling.store import StoreError, make_plan
+    from inference_scaling.verifiers import VERIFIERS
+
+    _at_least("benchmark.chunk_size", cfg.benchmark.chunk_size, 1)
+    if cfg.benchmark.shard and getattr(VERIFIERS[cfg.verifier.name], "needs_all_conditions", False):
+        raise ConfigError(f"benchmark.shard={cfg.benchmark.shard}: verifier={cfg.verifier.name} scores the whole "
+                          f"selected set at once, so its job cannot be split; run it without benchmark.shard")
+    try:
+        plan = make_plan(n_conditions, cfg.benchmark.chunk_size, cfg.benchmark.shard, "")
+    except StoreError as err:
+        raise ConfigError(str(err)) from None
+    benchmark = BENCHMARKS[cfg.benchmark.name]
+    least = getattr(benchmark, "min_conditions", 1)
+    if cfg.benchmark.shard and plan.n_conditions < least:
+        raise ConfigError(f"benchmark.shard={cfg.benchmark.shard} gets {plan.n_conditions} condition(s); "
+                          f"the evaluation needs at least {least} ({benchmark.min_conditions_why}): use fewer shards")
 
 
 def _check_verifier_weights(key: str, verifier: VerifierConfig) -> None:

@@ -7,12 +7,13 @@ import json
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from safetensors.torch import load_file
 from test_bad_inputs import assert_one_job_error
 from test_cli import cli
 
 from inference_scaling.__main__ import CONF_DIR
 from inference_scaling.config import ConfigError, job_device, validate
+from inference_scaling.runner import REUSE_DEPENDENT
+from inference_scaling.store import load_selected
 
 SWEEP = ["-m", "budget.nfe=3,6,12", "benchmark.per_class=1", "logger=none", "progress=false"]
 LAUNCHERS = {"basic": [], "joblib": ["hydra/launcher=gpus", "hydra.launcher.n_jobs=2"],
@@ -20,8 +21,9 @@ LAUNCHERS = {"basic": [], "joblib": ["hydra/launcher=gpus", "hydra.launcher.n_jo
 
 
 def job_record(job) -> tuple:
-    metrics = {k: v for k, v in json.loads((job / "metrics.json").read_text()).items() if "second" not in k}
-    return metrics, (job / "results.csv").read_text(), load_file(str(job / "selected.safetensors"))["images"]
+    metrics = {k: v for k, v in json.loads((job / "metrics.json").read_text()).items()
+               if "second" not in k and k not in REUSE_DEPENDENT}  # parallel jobs reuse each other's candidates
+    return metrics, (job / "results.csv").read_text(), load_selected(job)
 
 
 def one_thread_cli(*args: str, cwd):

@@ -16,6 +16,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from inference_scaling.datasets import from_uint8, to_uint8
 from inference_scaling.models import digits_classifier, scenes as scene_models
+from inference_scaling.store import as_image_set
 
 
 class _ClassifierExtractor(FeatureExtractorBase):
@@ -83,29 +84,37 @@ for _name, _cls in EXTRACTORS.items():
 
 
 class _Images(Dataset):
-    def __init__(self, images: Tensor):
-        self.pixels = to_uint8(images.cpu())
+    """uint8 pixels of an ImageSet, converted one chunk at a time (torch-fidelity reads them in order)."""
+
+    def __init__(self, images):
+        self.images = as_image_set(images)
+        self._pixels: tuple[int, Tensor] | None = None
 
     def __len__(self):
-        return len(self.pixels)
+        return len(self.images)
 
     def __getitem__(self, i):
-        return self.pixels[i]
+        j, offset = self.images.locate(i)
+        if self._pixels is None or self._pixels[0] != j:
+            self._pixels = (j, to_uint8(self.images.chunk(j).cpu()))
+        return self._pixels[1][offset]
 
 
 NAMES = {"inception_score_mean": "is", "frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",
          "kernel_inception_distance_std": "kid_std", "precision": "precision", "recall": "recall"}
 
 
-def fidelity_metrics(images: Tensor, reference: Tensor, extractor: str = "digits-classifier", weights: str | None = None,
+def fidelity_metrics(images, reference, extractor: str = "digits-classifier", weights: str | None = None,
                      isc: bool = True, kid_subset_size: int = 500) -> dict[str, float]:
-    """IS of `images` (if `isc`), and FID, KID, precision, recall against `reference` (both in [-1, 1]).
+    """IS of `images` (if `isc`), and FID, KID, precision, recall against `reference` (both in [-1, 1]; tensors or
+    ImageSets, streamed a chunk at a time into torch-fidelity's feature extraction).
 
     IS uses one split over all images (torch-fidelity's default of 10 splits would score 100-image splits).
     """
+    images, reference = _Images(images), _Images(reference)
     subset = min(kid_subset_size, len(images), len(reference))
     metrics = torch_fidelity.calculate_metrics(
-        input1=_Images(images), input2=_Images(reference), cuda=False, batch_size=1024,
+        input1=images, input2=reference, cuda=False, batch_size=1024,
         isc=isc, fid=True, kid=True, prc=True, feature_extractor=extractor,
         feature_extractor_weights_path=weights, kid_subset_size=subset,
         isc_splits=1, samples_shuffle=False, cache=False, save_cpu_ram=True, verbose=False,
@@ -113,8 +122,13 @@ def fidelity_metrics(images: Tensor, reference: Tensor, extractor: str = "digits
     return {short: float(metrics[key]) for key, short in NAMES.items() if key in metrics}
 
 
-def class_accuracy(images: Tensor, labels: Tensor, classifier_weights: str = digits_classifier.DEFAULT_WEIGHTS) -> float:
-    """Fraction of `images` the embedded digits classifier assigns to their conditioning class."""
+def class_accuracy(images, labels: Tensor, classifier_weights: str = digits_classifier.DEFAULT_WEIGHTS) -> float:
+    """Fraction of `images` (a tensor or an ImageSet, a chunk at a time) the embedded digits classifier assigns to
+    their conditioning class."""
     net = digits_classifier.load_classifier(classifier_weights)
+    hits, start = [], 0
     with torch.no_grad():
-        return (net(images.cpu()).argmax(-1) == labels.cpu()).float().mean().item()
+        for chunk in as_image_set(images).batches():
+            hits.append(net(chunk.cpu()).argmax(-1) == labels[start:start + len(chunk)].cpu())
+            start += len(chunk)
+    return torch.cat(hits).float().mean().item()

@@ -1,10 +1,12 @@
-"""Turn a multirun folder into scaling curves: each evaluation metric against search NFEs.
+"""Turn a study folder into scaling curves: each evaluation metric against search NFEs.
 
-    inference-scaling-report outputs/multirun/2026-11-25_12-00-00
+    inference-scaling-report outputs/multirun/2026-11-25_12-00-00 [--strict] [--wandb]
 
 Reads every finished job (a folder with metrics.json) below the given folder, groups jobs into one line per
 (search, verifier, model sampler) and writes, into the folder: scaling.png (one panel per metric),
-scaling.csv and scaling.md (the same numbers as a table).
+scaling.csv and scaling.md (the same numbers as a table). It also lists what the curves leave out: jobs that have
+not finished (with their chunk progress), jobs that each sweep below the folder (its Hydra multirun.yaml) expects
+but that have no folder, and shard jobs, which are one point only once merged.
 """
 
 from __future__ import annotations
@@ -12,13 +14,21 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from inference_scaling.config import WandbConfig
 from inference_scaling.reporting.records import METRICS, _atomic_write
+from inference_scaling.reporting.wandb_logger import log_report, study_group
+from inference_scaling.store import CHUNKS, PLAN
 
 METRICS_SHOWN = [("accuracy", "accuracy"), ("count_accuracy", "count accuracy"),
                  ("relation_accuracy", "relation accuracy"), ("checker_score", "mean checker score"),
@@ -26,33 +36,173 @@ METRICS_SHOWN = [("accuracy", "accuracy"), ("count_accuracy", "count accuracy"),
                  ("precision", "precision"), ("recall", "recall")]
 COLUMNS = ["line", "nfe", "n_candidates", *[k for k, _ in METRICS_SHOWN], "nfe_search_per_condition",
            "search_seconds", "job"]
+MULTIRUN = "multirun.yaml"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+UNLISTABLE = {ValueType.GLOB_CHOICE_SWEEP: "a glob sweep", ValueType.INTERVAL_SWEEP: "an interval sweep"}
+
+
+def _shard(cfg) -> str:
+    """A finished job's `benchmark.shard` ("i/n"), or "" for a whole job."""
+    return OmegaConf.select(cfg, "benchmark.shard", default="") or ""
 
 
 def collect(folder: Path) -> list[dict]:
-    """One row per finished job below `folder`, sorted by line then NFE."""
+    """One row per finished whole job (not shard) below `folder`, sorted by line then NFE."""
     rows = []
     for metrics_file in sorted(folder.rglob(METRICS)):
         job = metrics_file.parent
-        metrics = json.loads(metrics_file.read_text())
         cfg = OmegaConf.load(job / "config.yaml")
+        if _shard(cfg):
+            continue
+        metrics = json.loads(metrics_file.read_text())
         line = cfg.get("label") or (f"{cfg.search.name} / {cfg.verifier.name} / {cfg.model.name} "
                                     f"{cfg.model.solver}-{cfg.model.search_steps}")
         rows.append({"line": line, **metrics, "job": str(job.relative_to(folder))})
     return sorted(rows, key=lambda r: (r["line"], r["nfe"]))
 
 
-def write_table(rows: list[dict], folder: Path) -> None:
+def series(rows: list[dict], key: str) -> dict[str, list[tuple[int, float]]]:
+    """Per line, its (NFEs, value) points of metric `key`, skipping jobs without a value."""
+    points: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        if r.get(key) is not None:
+            points.setdefault(r["line"], []).append((r["nfe"], r[key]))
+    return dict(sorted(points.items()))
+
+
+class SweepNotListed(ValueError):
+    """A sweep whose jobs cannot be listed up front: another sweeper, or a glob or interval sweep."""
+
+
+def expected_jobs(multirun) -> tuple[list[str], list[dict[str, str]]]:
+    """The swept keys of a multirun (its multirun.yaml) and the overrides of each of its jobs, as Hydra's BasicSweeper
+    makes them: hydra.sweeper.params, then the command line's overrides, a later one of a key replacing an earlier
+    one; the jobs are the cartesian product of the keys' values."""
+    sweeper = OmegaConf.select(multirun, "hydra.sweeper._target_")
+    if sweeper != BASIC_SWEEPER:
+        raise SweepNotListed(f"its sweeper {sweeper} chooses the jobs")
+    params = OmegaConf.select(multirun, "hydra.sweeper.params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(multirun.hydra.overrides.task)
+    try:
+        overrides = OverridesParser.create().parse_overrides(lines)
+    except HydraException as err:
+        raise SweepNotListed(f"its overrides do not parse: {str(err).splitlines()[0]}") from None
+    values: dict[str, list[str]] = {}
+    swept: dict[str, bool] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        swept[key] = override.is_sweep_override()
+        if not swept[key]:
+            values[key] = [override.get_value_element_as_str()]
+        elif override.value_type in UNLISTABLE:
+            raise SweepNotListed(f"{override.input_line} is {UNLISTABLE[override.value_type]}")
+        else:
+            values[key] = list(override.sweep_string_iterator())
+    jobs = [dict(zip(values, combination)) for combination in itertools.product(*values.values())]
+    return [key for key, is_swept in swept.items() if is_swept], jobs
+
+
+def _job_overrides(job: Path) -> dict[str, str]:
+    """key → value of a job's own overrides (its .hydra/overrides.yaml), spelled as the sweeper spells them."""
+    file = job / ".hydra" / "overrides.yaml"
+    if not file.exists():
+        return {}
+    overrides = OverridesParser.create().parse_overrides(list(OmegaConf.load(file)))
+    return {o.get_key_element(): o.get_value_element_as_str() for o in overrides}
+
+
+def chunk_progress(job: Path) -> str:
+    """`3/10 chunks` from the job's plan.json and chunk files; `not started` before its plan is written."""
+    plan = job / PLAN
+    if not plan.exists():
+        return "not started"
+    done = len(list((job / CHUNKS).glob("[0-9]*.safetensors")))
+    return f"{done}/{json.loads(plan.read_text())['n_chunks']} chunks"
+
+
+@dataclass
+class StudyStatus:
+    """The jobs of a study folder that its curves leave out; folders are relative to the study folder."""
+
+    unfinished: list[tuple[str, str]] = field(default_factory=list)  # (job folder, chunk progress)
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (sweep folder, overrides of a job with no folder)
+    shards: list[str] = field(default_factory=list)  # finished shard jobs: one point only once merged
+    not_listed: list[tuple[str, str]] = field(default_factory=list)  # (sweep folder, why its jobs are unknown)
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether a job is unfinished or missing (what --strict refuses)."""
+        return bool(self.unfinished or self.missing)
+
+    def lines(self) -> list[str]:
+        """One line per left-out job (all shard jobs on one line)."""
+        lines = [f"unfinished: {job} ({progress})" for job, progress in self.unfinished]
+        lines += [f"missing: {_in(sweep)}{overrides}" for sweep, overrides in self.missing]
+        if self.shards:
+            lines.append(f"shard jobs (merge with inference-scaling-merge): {', '.join(self.shards)}")
+        lines += [f"not checked for missing jobs: {_in(sweep)}{why}" for sweep, why in self.not_listed]
+        return lines
+
+
+def _in(sweep: str) -> str:
+    """The sweep's name as a line's prefix; none for the study folder itself."""
+    return "" if sweep == "." else f"{sweep}: "
+
+
+def _sweep_of(job: Path, sweeps: list[Path]) -> Path | None:
+    """The innermost sweep folder that holds `job`."""
+    return max((s for s in sweeps if s in job.parents), key=lambda s: len(s.parts), default=None)
+
+
+def study_status(folder: Path) -> StudyStatus:
+    """Unfinished, missing and shard jobs below `folder`. A job folder holds .hydra/overrides.yaml, plan.json or
+    metrics.json; a sweep's expected jobs come from its multirun.yaml, matched to its job folders on the swept
+    keys' values."""
+    jobs = sorted({p.parent.parent for p in folder.rglob(".hydra/overrides.yaml")}
+                  | {p.parent for p in folder.rglob(PLAN)} | {p.parent for p in folder.rglob(METRICS)})
+    status = StudyStatus()
+    for job in jobs:
+        name = str(job.relative_to(folder))
+        if not (job / METRICS).exists():
+            status.unfinished.append((name, chunk_progress(job)))
+        elif _shard(OmegaConf.load(job / "config.yaml")):
+            status.shards.append(name)
+    sweeps = sorted(p.parent for p in folder.rglob(MULTIRUN))
+    for sweep in sweeps:
+        name = str(sweep.relative_to(folder))
+        try:
+            keys, expected = expected_jobs(OmegaConf.load(sweep / MULTIRUN))
+        except SweepNotListed as err:
+            status.not_listed.append((name, str(err)))
+            continue
+        own = [job for job in jobs if _sweep_of(job, sweeps) == sweep]
+        present = {tuple(overrides.get(k) for k in keys) for overrides in map(_job_overrides, own)}
+        for overrides in expected:
+            if tuple(overrides[k] for k in keys) not in present:
+                shown = {k: overrides[k] for k in keys} if keys else overrides  # a sweep of one job: all of them
+                status.missing.append((name, " ".join(f"{k}={v}" for k, v in shown.items())))
+    return status
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as a markdown table of the metrics they have (what the command prints)."""
+    columns = [c for c in COLUMNS if any(c in r for r in rows) and c not in ("job", "search_seconds",
+                                                                              "nfe_search_per_condition")]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: list[dict], folder: Path, status: StudyStatus) -> None:
+    """scaling.csv, and scaling.md: the table, then the jobs the curves leave out."""
     text = io.StringIO()
-    columns = [c for c in COLUMNS if any(c in r for r in rows)]
-    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer = csv.DictWriter(text, fieldnames=[c for c in COLUMNS if any(c in r for r in rows)], extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     _atomic_write(folder / "scaling.csv", text.getvalue().encode())
-    shown = [c for c in columns if c not in ("job", "search_seconds", "nfe_search_per_condition")]
-    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in shown) + " |")
-    _atomic_write(folder / "scaling.md", ("\n".join(lines) + "\n").encode())
+    left_out = "".join(f"- {line}\n" for line in status.lines())
+    notes = f"\n## Jobs not in the curves\n\n{left_out}" if left_out else ""
+    _atomic_write(folder / "scaling.md", (markdown_table(rows) + notes).encode())
 
 
 def _fmt(value) -> str:
@@ -71,13 +221,10 @@ def plot(rows: list[dict], folder: Path) -> None:
     columns = 4
     rows_of_panels = -(-(len(plotted) + 1) // columns)  # one spare panel holds the legend
     fig, axes = plt.subplots(rows_of_panels, columns, figsize=(3.4 * columns, 3.0 * rows_of_panels), squeeze=False)
-    lines = sorted({r["line"] for r in rows})
     for ax, (key, title) in zip(axes.flat, plotted):
-        for line in lines:
-            points = [(r["nfe"], r[key]) for r in rows if r["line"] == line and key in r]
-            if points:
-                x, y = zip(*points)
-                ax.plot(x, y, marker="o", label=line)
+        for line, points in series(rows, key).items():
+            x, y = zip(*points)
+            ax.plot(x, y, marker="o", label=line)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("NFEs per sample (search)")
         ax.set_title(title)
@@ -93,26 +240,42 @@ def plot(rows: list[dict], folder: Path) -> None:
     _atomic_write(folder / "scaling.png", buffer.getvalue())
 
 
-def report(folder: Path) -> list[dict]:
+def report(folder: Path) -> tuple[list[dict], StudyStatus]:
+    """Write scaling.png, scaling.csv and scaling.md into `folder`; the rows drawn and the jobs left out."""
+    status = study_status(folder)
     rows = collect(folder)
     if not rows:
-        raise FileNotFoundError(f"no finished job (a folder with {METRICS}) below {str(folder)!r}")
-    write_table(rows, folder)
+        pending = "".join(f"; {line}" for line in status.lines())
+        raise FileNotFoundError(f"no finished job (a folder with {METRICS}) below {str(folder)!r}{pending}")
+    write_table(rows, folder, status)
     plot(rows, folder)
-    return rows
+    return rows, status
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Scaling curves (PNG) and a table (CSV, markdown) from a multirun folder.")
+    parser = argparse.ArgumentParser(description="Scaling curves (PNG) and a table (CSV, markdown) from a study "
+                                                 "folder: a multirun folder, or a folder holding several.")
     parser.add_argument("folder", type=Path, help="a multirun folder, e.g. outputs/multirun/<date>")
+    parser.add_argument("--strict", action="store_true", help="exit 1, after writing, if a job is unfinished or missing")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the table, one line plot per metric and scaling.png as the study group's run 'report'")
+    parser.add_argument("--wandb-mode", choices=["offline", "online", "disabled"], default="offline")
+    parser.add_argument("--wandb-project", default="inference-scaling")
     args = parser.parse_args(argv)
     try:
-        rows = report(args.folder)
+        rows, status = report(args.folder)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    print((args.folder / "scaling.md").read_text(), end="")
+    print(markdown_table(rows), end="")
+    for line in status.lines():
+        print(line, file=sys.stderr)
     print(f"wrote {len(rows)} jobs: {args.folder / 'scaling.png'}, {args.folder / 'scaling.csv'}, {args.folder / 'scaling.md'}")
+    if args.wandb:
+        log_report(WandbConfig(mode=args.wandb_mode, project=args.wandb_project), args.folder, rows,
+                   study_group(args.folder))
+    if args.strict and status.incomplete:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

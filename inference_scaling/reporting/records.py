@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 METRICS = "metrics.json"
 
@@ -68,7 +67,8 @@ def image_grid_png(images: torch.Tensor, path: Path, labels: list[str] | None = 
 
 def write_job(out: Path, config_yaml: str, result: dict, save_images: bool) -> None:
     """config.yaml, results.csv (one row per condition), lineage.jsonl (per condition, what replays the chosen
-    sample, for algorithms that record it), samples.png, selected.safetensors, then metrics.json."""
+    sample, for algorithms that record it), samples.png (the first images), then metrics.json. The selected
+    images themselves are the job's chunk files (`inference_scaling.store.load_selected`)."""
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write(out / "config.yaml", config_yaml.encode())
     text = io.StringIO()
@@ -81,7 +81,4 @@ def write_job(out: Path, config_yaml: str, result: dict, save_images: bool) -> N
         _atomic_write(out / "lineage.jsonl", ("\n".join(lines) + "\n").encode())
     if save_images:
         image_grid_png(result["images"], out / "samples.png", result["prompts"])
-        tmp = out / f".selected.safetensors.tmp-{os.getpid()}"
-        save_file({"images": result["images"].contiguous()}, str(tmp))
-        os.replace(tmp, out / "selected.safetensors")
     _atomic_write(out / METRICS, json.dumps(strict_json(result["metrics"]), indent=2, allow_nan=False).encode())

@@ -17,6 +17,7 @@ larger models may want the smaller steps of λ ≈ 0.3.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -50,6 +51,33 @@ def pivot_noise(task: SearchTask, row: Tensor, entry: dict) -> Tensor:
     for index in entry["pivots"][1:]:
         pivot = neighbour(pivot, task.noise(row, torch.tensor([index])), entry["lam"])
     return pivot
+
+
+@dataclass
+class PivotWalk:
+    """The first `n` iterations of every condition's walk: what any budget up to n iterations selects from.
+
+    The pivot after K iterations is the last move before iteration K (or candidate 0); only moves keep an image.
+    Empty (no pivot solved yet) while `scores` has no column.
+    """
+
+    n: int  # iterations done
+    ids: Tensor  # (C,) condition ids
+    scores: Tensor  # (C, 1 + n·N) every candidate's score, in index order
+    pivot: Tensor  # (C, ...) the pivot noises after n iterations (to continue from)
+    first_images: Tensor  # (C, ...) candidate 0's samples
+    move_rows: Tensor  # (M,) per move: the condition, the iteration, the winning neighbour's index, its sample
+    move_iteration: Tensor
+    move_index: Tensor
+    move_images: Tensor
+
+    @classmethod
+    def empty(cls, c: int) -> "PivotWalk":
+        none = torch.empty(0, dtype=torch.long)
+        return cls(0, none, torch.empty(c, 0), torch.empty(0), torch.empty(0), none, none, none, torch.empty(0))
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "n"}
 
 
 class ZeroOrderSearch:
@@ -92,20 +120,40 @@ class ZeroOrderSearch:
         """NFEs per condition of K iterations: (1 + K·N)·cost_per_sample."""
         return (1 + k * self.n) * task.cost_per_sample
 
+    @staticmethod
+    def streams(task: SearchTask) -> bool:
+        """Iteration k's calls do not depend on K, so budget K' < K is a prefix of K's walk (`extend`, `select`);
+        not for a verifier that scores the whole selected set at once."""
+        return not getattr(task.verifier, "needs_all_conditions", False)
+
     def __call__(self, task: SearchTask, budget: int) -> SearchResult:
         refuse_set_level(task, "zero-order search")  # a pivot keeps the score of an earlier call
-        K, N = self.iterations(task, budget), self.n
-        c = len(task.condition_ids)
+        k = self.iterations(task, budget)
+        return self.select(self.extend(task, PivotWalk.empty(len(task.condition_ids)), k), k)
+
+    stream_type = PivotWalk
+
+    def extend(self, task: SearchTask, walk: PivotWalk, K: int) -> PivotWalk:
+        """The walk continued from its walk.n iterations to K."""
+        refuse_set_level(task, "zero-order search")
+        N, c = self.n, len(task.condition_ids)
+        if K <= walk.n and walk.scores.numel():
+            return walk
         everyone = torch.arange(c)
-        # 1. The pivot: candidate 0 of each condition, solved and scored once.
-        pivot = task.noise(everyone, torch.zeros(c, dtype=torch.long)).cpu()
-        images, pivot_score = self._solve_pivots(task, pivot)
-        candidate_scores = torch.empty(c, 1 + K * N)
-        candidate_scores[:, 0] = pivot_score
-        pivot_score = comparable(pivot_score)  # a failed pivot is kept only until a neighbour scores
-        history = [[0] for _ in range(c)]
+        if not walk.scores.numel():  # 1. The pivot: candidate 0 of each condition, solved and scored once.
+            pivot = task.noise(everyone, torch.zeros(c, dtype=torch.long)).cpu()
+            first_images, first_score = self._solve_pivots(task, pivot)
+            none = torch.empty(0, dtype=torch.long)
+            walk = PivotWalk(n=0, ids=task.condition_ids.cpu(), scores=first_score[:, None], pivot=pivot,
+                             first_images=first_images, move_rows=none, move_iteration=none, move_index=none,
+                             move_images=first_images[:0])
+        candidate_scores = torch.cat([walk.scores, torch.empty(c, (K - walk.n) * N)], dim=1)
+        current = self.select(walk, walk.n)
+        pivot, images = walk.pivot.clone(), current.images.clone()
+        pivot_score = comparable(current.scores)  # a failed pivot is kept only until a neighbour scores
+        moves = [(walk.move_rows, walk.move_iteration, walk.move_index, walk.move_images)]
         rows = everyone.repeat_interleave(N)
-        for k in tqdm(range(K), desc="zero-order search", disable=not self.progress, leave=False):
+        for k in tqdm(range(walk.n, K), desc="zero-order search", disable=not self.progress, leave=False):
             indices = 1 + k * N + torch.arange(N).repeat(c)
             # 2-3. N neighbours of each pivot, solved and scored; the running best starts at the pivot.
             best = pivot_score.clone()
@@ -119,14 +167,29 @@ class ZeroOrderSearch:
             winner = 1 + k * N + comparable(candidate_scores[moved, 1 + k * N:1 + (k + 1) * N]).argmax(dim=1)
             pivot[moved] = neighbour(pivot[moved].to(task.device), task.noise(moved, winner), self.lam).cpu()
             pivot_score = best
-            for row, index in zip(moved.tolist(), winner.tolist()):
-                history[row].append(index)
-        lineage = [{"algorithm": "zero_order", "row": row, "condition_id": int(task.condition_ids[row]),
-                    "lam": self.lam, "pivots": history[row]} for row in range(c)]
+            moves.append((moved, torch.full_like(moved, k), winner, images[moved].clone()))
+        rows_, iteration, index, moved_images = (torch.cat(parts) for parts in zip(*moves))
+        return PivotWalk(n=K, ids=walk.ids, scores=candidate_scores, pivot=pivot, first_images=walk.first_images,
+                         move_rows=rows_, move_iteration=iteration, move_index=index, move_images=moved_images)
+
+    def select(self, walk: PivotWalk, K: int) -> SearchResult:
+        """The pivots after the first K iterations of the walk (K <= walk.n): as a K-iteration run ends."""
+        assert K <= walk.n, f"the walk holds {walk.n} iterations, not {K}"
+        c = len(walk.first_images)
+        history = [[0] for _ in range(c)]
+        images = walk.first_images.clone()
+        early = walk.move_iteration < K
+        for row, index, image in zip(walk.move_rows[early].tolist(), walk.move_index[early].tolist(),
+                                     walk.move_images[early]):
+            history[row].append(index)
+            images[row] = image
+        candidate_scores = walk.scores[:, :1 + K * self.n]
+        lineage = [{"algorithm": "zero_order", "row": row, "condition_id": int(walk.ids[row]), "lam": self.lam,
+                    "pivots": history[row]} for row in range(c)]
         chosen = torch.tensor([h[-1] for h in history])
         return SearchResult(images=images, chosen=chosen, scores=candidate_scores.gather(1, chosen[:, None]).squeeze(1),
-                            candidate_scores=candidate_scores, n_candidates=1 + K * N,
-                            verifier_calls=c * (1 + K * N), lineage=lineage)
+                            candidate_scores=candidate_scores, n_candidates=1 + K * self.n,
+                            verifier_calls=c * (1 + K * self.n), lineage=lineage)
 
     def _solve_pivots(self, task: SearchTask, pivot: Tensor) -> tuple[Tensor, Tensor]:
         c = len(pivot)
