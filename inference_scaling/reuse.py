@@ -1,8 +1,9 @@
 """Never pay twice: candidate streams shared by the jobs of a sweep.
 
 Budget n of random search selects the best of each condition's first n candidates, and those candidates are
-computed the same way at every budget (`RandomSearch.extend`); zero-order search's first K iterations are the same
-at every budget (`ZeroOrderSearch.extend`). So a budget sweep needs only its largest budget's work. Each job of a sweep reads the stream its chunk has so far (from any earlier job of the same config
+computed the same way at every budget (`RandomSearch.extend`); zero-order search's first K iterations and
+evolutionary search's first G generations are the same at every budget (`ZeroOrderSearch.extend`,
+`EvolutionarySearch.extend`). So a budget sweep needs only its largest budget's work. Each job of a sweep reads the stream its chunk has so far (from any earlier job of the same config
 apart from the budget), computes only the candidates it lacks, and writes the longer stream back. Jobs therefore
 reuse one another's work in whatever order they run; under a parallel launcher two jobs may compute the same
 candidates (the longer stream is kept), never different ones.

@@ -149,10 +149,14 @@ def test_a_folder_holding_another_configs_chunks_is_refused(app, tmp_path):
     assert len(list((job / "chunks").glob("*.safetensors"))) == 4  # nothing lost
 
 
-def test_a_budget_sweep_reuses_candidates_byte_identical(app, tmp_path):
-    """-m budget.nfe=a,b,c of random search computes only the largest budget's candidates, with the same choices
-    and images as separate runs; a rerun of the whole sweep skips every finished job."""
-    sweep = ["-m", *QUICK, "budget.nfe=3,6,12"]
+@pytest.mark.parametrize("search, budgets, nfes", [("random", "3,6,12", (12.0, 21.0)),
+                                                   ("zero_order", "15,27", (27.0, 42.0)),
+                                                   ("evolutionary", "42,60", (60.0, 102.0))])
+def test_a_budget_sweep_reuses_candidates_byte_identical(app, tmp_path, search, budgets, nfes):
+    """-m budget.nfe=a,b,c of random search (zero-order search) computes only the largest budget's candidates
+    (iterations), with the same choices, lineage and images as separate runs; a rerun of the whole sweep skips every
+    finished job."""
+    sweep = ["-m", *QUICK, f"search={search}", f"budget.nfe={budgets}"]
     assert app(*sweep, f"hydra.sweep.dir={tmp_path / 'reuse'}")[0] == 0
     assert app(*sweep, "reuse=false", f"hydra.sweep.dir={tmp_path / 'plain'}")[0] == 0
     computed = {}
@@ -160,14 +164,15 @@ def test_a_budget_sweep_reuses_candidates_byte_identical(app, tmp_path):
         jobs = sorted((tmp_path / name).glob("*_nfe*"))
         computed[name] = sum(json.loads((j / "metrics.json").read_text())["nfe_search_computed_per_condition"]
                              for j in jobs)
-    assert computed == {"reuse": 12.0, "plain": 21.0}
-    for job in ("0_nfe3", "1_nfe6", "2_nfe12"):
+    assert computed == {"reuse": nfes[0], "plain": nfes[1]}
+    jobs = [f"{k}_nfe{b}" for k, b in enumerate(budgets.split(","))]
+    for job in jobs:
         a, b = outcome(tmp_path / "reuse" / job), outcome(tmp_path / "plain" / job)
         assert a[1:3] == b[1:3] and torch.equal(a[3], b[3])
         assert ({k: v for k, v in a[0].items() if k not in REUSE_DEPENDENT}
                 == {k: v for k, v in b[0].items() if k not in REUSE_DEPENDENT})
     code, out, _ = app(*sweep, f"hydra.sweep.dir={tmp_path / 'reuse'}")
-    assert code == 0 and out.count("skipping finished job") == 3
+    assert code == 0 and out.count("skipping finished job") == len(jobs)
 
 
 @pytest.mark.parametrize("fail", [False, True])
@@ -209,3 +214,22 @@ def test_a_zero_order_walk_extended_in_steps_selects_as_separate_runs(one_thread
             assert chosen.lineage == expected.lineage and torch.equal(chosen.chosen, expected.chosen)
             assert torch.equal(chosen.images, expected.images) and torch.equal(chosen.scores, expected.scores)
     assert len(walk.move_rows) > 0  # some pivots moved
+
+
+def test_an_evolution_extended_in_steps_selects_as_separate_runs(one_thread):
+    """G generations of a population grown 0 → 2 → 4 end as a G-generation evolutionary run: choices, images,
+    ancestry."""
+    from inference_scaling.models.digits import DigitsDenoiser, load_flow
+    from inference_scaling.search.evolutionary import EvolutionarySearch, Population
+
+    task, _ = make_task(DigitsDenoiser(load_flow()), build_verifier("classifier_prob"), per_class=1, max_batch_size=8)
+    search = EvolutionarySearch(population=4, elites=1)
+    pop = Population.empty(10)
+    for G in (2, 4):
+        pop = search.extend(task, pop, G)
+        for g in range(2, G + 1):
+            expected = search(task, search.total(g) * task.cost_per_sample)
+            chosen = search.select(pop, g)
+            assert chosen.lineage == expected.lineage and torch.equal(chosen.chosen, expected.chosen)
+            assert torch.equal(chosen.images, expected.images) and torch.equal(chosen.scores, expected.scores)
+    assert any(entry["mutations"] for entry in search.select(pop, 4).lineage)  # some winners are children

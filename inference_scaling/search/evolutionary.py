@@ -23,6 +23,7 @@ NFEs); P = 4, E = 1 did better still at small budgets, but is nearly zero-order 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -45,6 +46,35 @@ def descendant_noise(task: SearchTask, row: Tensor, entry: dict) -> Tensor:
     for index in entry["mutations"]:
         x = mutate(x, task.noise(row, torch.tensor([index])), entry["mutation"])
     return x
+
+
+@dataclass
+class Population:
+    """The first `n` generations of every condition's evolution: what any budget up to n generations selects from.
+
+    The best of the first G generations is the last *record* below their candidates (a candidate that scored
+    strictly higher than every earlier one of its condition); only records keep their sample, and each candidate's
+    parent names its ancestry (−1 for generation 0). Empty while `scores` has no column.
+    """
+
+    n: int  # generations done
+    ids: Tensor  # (C,) condition ids
+    scores: Tensor  # (C, P + (n − 1)·(P − E)) every candidate's score, in index order
+    parent: Tensor  # (C, same) the candidate each one mutated; −1 for generation 0
+    members: Tensor  # (C, P) the population after n generations (to continue from): indices and noises
+    noises: Tensor
+    record_rows: Tensor  # (R,) per record: the condition, the candidate index, its sample
+    record_index: Tensor
+    record_images: Tensor
+
+    @classmethod
+    def empty(cls, c: int) -> "Population":
+        none = torch.empty(0, dtype=torch.long)
+        return cls(0, none, torch.empty(c, 0), torch.empty(c, 0, dtype=torch.long), none, torch.empty(0), none, none,
+                   torch.empty(0))
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "n"}
 
 
 class EvolutionarySearch:
@@ -88,22 +118,46 @@ class EvolutionarySearch:
         """NFEs per condition of G generations: (P + (G − 1)·(P − E))·cost_per_sample."""
         return (self.population + (g - 1) * (self.population - self.elites)) * task.cost_per_sample
 
+    stream_type = Population
+
+    @staticmethod
+    def streams(task: SearchTask) -> bool:
+        """Generation g's calls do not depend on G (the population does not depend on the budget), so budget G' < G
+        is a prefix of G's run (`extend`, `select`); not for a verifier that scores the whole selected set."""
+        return not getattr(task.verifier, "needs_all_conditions", False)
+
     def __call__(self, task: SearchTask, budget: int) -> SearchResult:
         refuse_set_level(task, "evolutionary search")  # elites keep the scores of earlier calls
-        P, E, G = self.population, self.elites, self.generations(task, budget)
+        g = self.generations(task, budget)
+        return self.select(self.extend(task, Population.empty(len(task.condition_ids)), g), g)
+
+    def total(self, g: int) -> int:
+        """Candidates per condition of g generations."""
+        return self.population + (g - 1) * (self.population - self.elites)
+
+    def extend(self, task: SearchTask, pop: Population, G: int) -> Population:
+        """The population evolved from its pop.n generations to G."""
+        refuse_set_level(task, "evolutionary search")
+        P, E = self.population, self.elites
         c = len(task.condition_ids)
+        if G <= pop.n:
+            return pop
         everyone = torch.arange(c)
-        total = P + (G - 1) * (P - E)
-        candidate_scores = torch.empty(c, total)
-        best = no_best(c)
-        # 1. Generation 0: P noises per condition. Members are kept per condition: (C, P) indices and noises.
-        members = torch.arange(P).repeat(c, 1)
-        noises = task.noise(everyone.repeat_interleave(P), members.flatten()).cpu()
-        images = self._evaluate(task, everyone.repeat_interleave(P), members.flatten(), noises, candidate_scores,
-                                best, None)
-        noises = noises.view(c, P, *noises.shape[1:])
-        chains = [[{"initial": i, "mutations": []} for i in range(P)] for _ in range(c)]
-        for g in tqdm(range(1, G), desc="evolutionary search", disable=not self.progress, leave=False):
+        candidate_scores = torch.cat([pop.scores, torch.empty(c, self.total(G) - pop.scores.shape[1])], dim=1)
+        parents = torch.cat([pop.parent, torch.full((c, self.total(G) - pop.parent.shape[1]), -1)], dim=1)
+        records = [(pop.record_rows, pop.record_index, pop.record_images)]
+        if pop.n == 0:  # 1. Generation 0: P noises per condition. Members are kept per condition: (C, P) indices.
+            best, images = no_best(c), None
+            members = torch.arange(P).repeat(c, 1)
+            noises = task.noise(everyone.repeat_interleave(P), members.flatten()).cpu()
+            images = self._evaluate(task, everyone.repeat_interleave(P), members.flatten(), noises, candidate_scores,
+                                    best, None, records)
+            noises = noises.view(c, P, *noises.shape[1:])
+        else:
+            current = self.select(pop, pop.n)
+            best, images = comparable(current.scores), current.images.clone()
+            members, noises = pop.members, pop.noises
+        for g in tqdm(range(max(pop.n, 1), G), desc="evolutionary search", disable=not self.progress, leave=False):
             # 2. Elites: the E best members; a stable sort keeps the older of equal scores first, so the first
             #    best noise ever scored is never dropped.
             scores = comparable(candidate_scores.gather(1, members))
@@ -111,38 +165,65 @@ class EvolutionarySearch:
             elite = rank[:, :E]
             # 3. Children: child j mutates the (j mod E)-th best elite with the noise of its own index.
             parent = elite[:, torch.arange(P - E) % E]
-            child_index = P + (g - 1) * (P - E) + torch.arange(P - E)
+            child_index = self.total(g) + torch.arange(P - E)
             rows = everyone.repeat_interleave(P - E)
             children = torch.cat([
                 mutate(noises[rows[p], parent.flatten()[p]].to(task.device),
                        task.noise(rows[p], child_index.repeat(c)[p]), self.mutation).cpu()
                 for p in batches(c * (P - E), task.max_batch_size)])
+            parents[:, child_index] = members.gather(1, parent)  # each child's parent candidate
             # 4. Solve and score the children (elites keep their scores: the ODE would give the same samples).
-            images = self._evaluate(task, rows, child_index.repeat(c), children, candidate_scores, best, images)
-            chains = [[chains[r][e] for e in elite[r].tolist()]
-                      + [{"initial": chains[r][a]["initial"], "mutations": chains[r][a]["mutations"] + [i]}
-                         for a, i in zip(parent[r].tolist(), child_index.tolist())] for r in range(c)]
+            images = self._evaluate(task, rows, child_index.repeat(c), children, candidate_scores, best, images,
+                                    records)
             members = torch.cat([members.gather(1, elite), child_index.repeat(c, 1)], dim=1)
             noises = torch.cat([noises[everyone[:, None], elite], children.view(c, P - E, *noises.shape[2:])], dim=1)
+        record_rows, record_index, record_images = (torch.cat(parts) for parts in zip(*records))
+        return Population(n=G, ids=task.condition_ids.cpu(), scores=candidate_scores, parent=parents, members=members,
+                          noises=noises, record_rows=record_rows, record_index=record_index,
+                          record_images=record_images)
+
+    def select(self, pop: Population, G: int) -> SearchResult:
+        """The best noise of the first G generations (G <= pop.n), as a G-generation run chooses it."""
+        assert G <= pop.n, f"the population holds {pop.n} generations, not {G}"
+        c, total = len(pop.ids), self.total(G)
+        candidate_scores = pop.scores[:, :total]
         chosen = comparable(candidate_scores).argmax(dim=1)  # the first best in index order: the image keep_best kept
-        slot = (members == chosen[:, None]).int().argmax(dim=1)
-        assert torch.equal(members[everyone, slot], chosen), "the best noise ever scored is a member of the last generation"
-        lineage = [{"algorithm": "evolutionary", "row": r, "condition_id": int(task.condition_ids[r]),
-                    "mutation": self.mutation, **chains[r][slot[r]]} for r in range(c)]
-        return SearchResult(images=images, chosen=chosen, scores=candidate_scores.gather(1, chosen[:, None]).squeeze(1),
+        below = pop.record_index < total
+        last = torch.full((c,), -1, dtype=torch.long).scatter_reduce(
+            0, pop.record_rows[below], below.nonzero().squeeze(1), "amax")
+        assert torch.equal(pop.record_index[last], chosen), "records disagree with the scores"
+        lineage = []
+        for r in range(c):
+            path = [int(chosen[r])]
+            while int(pop.parent[r, path[-1]]) >= 0:
+                path.append(int(pop.parent[r, path[-1]]))
+            lineage.append({"algorithm": "evolutionary", "row": r, "condition_id": int(pop.ids[r]),
+                            "mutation": self.mutation, "initial": path[-1], "mutations": path[-2::-1]})
+        return SearchResult(images=pop.record_images[last], chosen=chosen,
+                            scores=candidate_scores.gather(1, chosen[:, None]).squeeze(1),
                             candidate_scores=candidate_scores, n_candidates=total, verifier_calls=c * total,
                             lineage=lineage)
 
     @staticmethod
     def _evaluate(task: SearchTask, rows: Tensor, index: Tensor, noises: Tensor, candidate_scores: Tensor,
-                  best: Tensor, images: Tensor | None) -> Tensor:
-        """Solve and score candidate noises in flat batches; record their scores and keep each condition's best."""
+                  best: Tensor, images: Tensor | None, records: list) -> Tensor:
+        """Solve and score candidate noises in flat batches; record their scores, keep each condition's best and
+        append the candidates that set a new best (row, index, sample) to `records`."""
         for part in batches(len(rows), task.max_batch_size):
             x, s = task.solve_and_score(noises[part].to(task.device), rows[part])
+            x = x.cpu()
             candidate_scores[rows[part], index[part]] = s
             if images is None:
                 images = torch.zeros(len(best), *x.shape[1:], dtype=x.dtype)
-            keep_best(best, images, rows[part], s, x.cpu())
+            before = best.clone()
+            keep_best(best, images, rows[part], s, x)
+            won = (best > before) | (before.isnan() & ~best.isnan())
+            # The candidate keep_best kept for a condition that won: its first position with the batch's best score.
+            hit = (comparable(s) == best[rows[part]]) & won[rows[part]]
+            first = torch.full((len(best),), len(s), dtype=torch.long).scatter_reduce(
+                0, rows[part][hit], torch.arange(len(s))[hit], "amin")
+            won = won.nonzero().squeeze(1)
+            records.append((won, index[part][first[won]], images[won].clone()))
         return images
 
     @staticmethod
