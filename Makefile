@@ -56,6 +56,7 @@ bench-memory: install
 bench-reuse: install
 	$(PY) experiments/bench_reuse.py --repeats 3
 	$(PY) experiments/bench_reuse.py --search zero_order --budgets 15,27,51,99,195
+	$(PY) experiments/bench_reuse.py --search evolutionary --budgets 42,78,150,294,582
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -233,3 +233,18 @@ def test_an_evolution_extended_in_steps_selects_as_separate_runs(one_thread):
             assert chosen.lineage == expected.lineage and torch.equal(chosen.chosen, expected.chosen)
             assert torch.equal(chosen.images, expected.images) and torch.equal(chosen.scores, expected.scores)
     assert any(entry["mutations"] for entry in search.select(pop, 4).lineage)  # some winners are children
+
+
+def test_precision_recall_blocks_stay_bounded_and_agree():
+    """Sets up to 3,355 samples keep torch-fidelity's own block; larger sets get blocks of at most 2**25 distances,
+    and blocked precision/recall agree with unblocked ones (up to ties between float sums)."""
+    from torch_fidelity.metric_prc import calculate_precision_recall_part
+
+    from inference_scaling.evaluation.fidelity import PRC_BLOCK, prc_batch_size
+
+    assert prc_batch_size(1000) == prc_batch_size(3355) == 10_000
+    assert prc_batch_size(50_000) == PRC_BLOCK // 50_000 == 671 and prc_batch_size(10**7) == 256
+    generated, real = torch.randn(900, 16), torch.randn(700, 16) + 0.3
+    whole = calculate_precision_recall_part(generated, real, batch_size=10_000)
+    blocked = calculate_precision_recall_part(generated, real, batch_size=64)
+    assert all(abs(a - b) <= 2 / 700 for a, b in zip(whole, blocked)) and 0 < whole[0] < 1 and 0 < whole[1] < 1

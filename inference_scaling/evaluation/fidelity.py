@@ -104,6 +104,17 @@ NAMES = {"inception_score_mean": "is", "frechet_inception_distance": "fid", "ker
          "kernel_inception_distance_std": "kid_std", "precision": "precision", "recall": "recall"}
 
 
+PRC_BLOCK = 2**25  # distances (float32, 128 MiB) per block of torch-fidelity's nearest-neighbour search
+PRC_DEFAULT_BATCH = 10_000  # torch-fidelity's own prc_batch_size
+
+
+def prc_batch_size(n: int) -> int:
+    """Rows per block of precision/recall's distances (a block is rows × n): torch-fidelity's default while that
+    stays within PRC_BLOCK floats (sets up to 3,355 samples, computed exactly as torch-fidelity's default does),
+    fewer rows for larger sets, so a block holds at most PRC_BLOCK floats instead of 10,000·n (2 GB at n = 50,000)."""
+    return max(256, min(PRC_DEFAULT_BATCH, PRC_BLOCK // max(n, 1)))
+
+
 def fidelity_metrics(images, reference, extractor: str = "digits-classifier", weights: str | None = None,
                      isc: bool = True, kid_subset_size: int = 500) -> dict[str, float]:
     """IS of `images` (if `isc`), and FID, KID, precision, recall against `reference` (both in [-1, 1]; tensors or
@@ -118,6 +129,7 @@ def fidelity_metrics(images, reference, extractor: str = "digits-classifier", we
         isc=isc, fid=True, kid=True, prc=True, feature_extractor=extractor,
         feature_extractor_weights_path=weights, kid_subset_size=subset,
         isc_splits=1, samples_shuffle=False, cache=False, save_cpu_ram=True, verbose=False,
+        prc_batch_size=prc_batch_size(max(len(images), len(reference))),
     )
     return {short: float(metrics[key]) for key, short in NAMES.items() if key in metrics}
 
