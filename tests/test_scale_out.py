@@ -112,32 +112,39 @@ main()
 
 def test_a_killed_job_resumes_after_its_last_chunk_byte_identical(app, tmp_path):
     """SIGKILL a real job while it writes its third chunk, run the same command again: it keeps the two chunks it
-    had and ends as an uninterrupted run does; once finished it is skipped, and overwrite=true redoes it."""
-    args = ["logger=none", "progress=false", "benchmark.per_class=4", "benchmark.chunk_size=5", "search=zero_order",
+    had, continues its W&B run and ends as an uninterrupted run does; once finished it is skipped, and
+    overwrite=true redoes it."""
+    args = ["logger=wandb", "progress=false", "benchmark.per_class=4", "benchmark.chunk_size=5", "search=zero_order",
             "budget.nfe=24", f"hydra.run.dir={tmp_path / 'job'}"]
-    killed = subprocess.run([sys.executable, "-c", KILLER, *args], cwd=tmp_path, env=ONE_THREAD, capture_output=True)
+    env = {**ONE_THREAD, "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
+    killed = subprocess.run([sys.executable, "-c", KILLER, *args], cwd=tmp_path, env=env, capture_output=True)
     assert killed.returncode == -signal.SIGKILL
-    chunks = tmp_path / "job" / "chunks"
+    job = tmp_path / "job"
+    chunks = job / "chunks"
     kept = {p.name: p.stat().st_mtime_ns for p in chunks.glob("[0-9]*.safetensors")}
     assert sorted(kept) == ["00000.safetensors", "00001.safetensors"] and list(chunks.glob(".00002*"))
-    assert not (tmp_path / "job" / "metrics.json").exists()
+    assert not (job / "metrics.json").exists()
+    run_id = (job / ".wandb_run_id").read_text()  # its W&B run started with the first chunk
 
-    resumed = subprocess.run([sys.executable, "-m", "inference_scaling", *args], cwd=tmp_path, env=ONE_THREAD,
+    resumed = subprocess.run([sys.executable, "-m", "inference_scaling", *args], cwd=tmp_path, env=env,
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert all((chunks / name).stat().st_mtime_ns == mtime for name, mtime in kept.items())  # not redone
     assert len(list(chunks.glob("[0-9]*.safetensors"))) == 8
-    assert app(*args[:-1], f"hydra.run.dir={tmp_path / 'reference'}")[0] == 0
-    assert same(outcome(tmp_path / "job"), outcome(tmp_path / "reference"))
-    assert (tmp_path / "job" / "lineage.jsonl").exists()
+    starts = sorted((job / "wandb").glob("offline-run-*"))
+    assert len(starts) == 2 and all(run_id in p.name for p in starts)  # both starts log to the same run
+    quiet = [*args, "logger=none"]
+    assert app(*args[:-1], "logger=none", f"hydra.run.dir={tmp_path / 'reference'}")[0] == 0
+    assert same(outcome(job), outcome(tmp_path / "reference"))
+    assert (job / "lineage.jsonl").exists()
 
-    finished = (tmp_path / "job" / "metrics.json").stat().st_mtime_ns
-    code, out, _ = app(*args)
+    finished = (job / "metrics.json").stat().st_mtime_ns
+    code, out, _ = app(*quiet)
     assert code == 0 and "skipping finished job" in out and "overwrite=true" in out
-    assert (tmp_path / "job" / "metrics.json").stat().st_mtime_ns == finished
-    assert app(*args, "overwrite=true")[0] == 0
-    assert (tmp_path / "job" / "metrics.json").stat().st_mtime_ns != finished
-    assert same(outcome(tmp_path / "job"), outcome(tmp_path / "reference"))
+    assert (job / "metrics.json").stat().st_mtime_ns == finished
+    assert app(*quiet, "overwrite=true")[0] == 0
+    assert (job / "metrics.json").stat().st_mtime_ns != finished
+    assert same(outcome(job), outcome(tmp_path / "reference"))
 
 
 def test_a_folder_holding_another_configs_chunks_is_refused(app, tmp_path):
