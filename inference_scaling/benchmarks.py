@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -26,10 +29,13 @@ class Conditions:
     labels: Tensor  # (C,) class indices or (C, F) scene tokens: what class verifiers and evaluation read
     ids: Tensor  # (C,) condition ids: candidate i of condition c has noise (seed, ids[c], i)
     prompts: list[str]  # the condition as text: what text encoders and text verifiers read, and image captions
+    categories: Optional[list[str]] = None  # per condition, where the benchmark reports per category
 
     def take(self, positions: Tensor) -> "Conditions":
         """The conditions at `positions` (a chunk or a shard), with their global ids."""
-        return Conditions(self.labels[positions], self.ids[positions], [self.prompts[i] for i in positions.tolist()])
+        rows = positions.tolist()
+        return Conditions(self.labels[positions], self.ids[positions], [self.prompts[i] for i in rows],
+                          None if self.categories is None else [self.categories[i] for i in rows])
 
 
 class DigitsBenchmark:
@@ -173,6 +179,83 @@ class PromptsBenchmark:
         return {}
 
 
+def _asset(name: str):
+    return resources.files("inference_scaling") / "assets" / "benchmarks" / name
+
+
+class PromptSetBenchmark:
+    """A published prompt set whose prompts belong to categories: `benchmark.categories` selects some (all by
+    default), each prompt is searched `per_class` times, and every metric is also reported per category
+    (`<metric>/<category>`). A prompt's condition id is its position in the whole set (plus the set's size per
+    repeat), so a category run gives its prompts the same noises as the full run. Provenance of the files:
+    `inference_scaling/assets/benchmarks/PROVENANCE.md`."""
+
+    condition_kind = "prompts"
+    primary_metric = "verifier_score"
+    name: str
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def table(self) -> list[tuple[str, str]]:
+        """(prompt, category) of the whole set, in its published order."""
+        raise NotImplementedError
+
+    def conditions(self) -> Conditions:
+        table = self.table()
+        known = list(dict.fromkeys(category for _, category in table))
+        unknown = [c for c in self.cfg.categories if c not in known]
+        if unknown:
+            raise ConditionError(f"benchmark.categories has {unknown[0]!r}, not a {self.name} category; choose from: "
+                                 f"{', '.join(known)}")
+        chosen = [k for k, (_, category) in enumerate(table) if not self.cfg.categories or category in self.cfg.categories]
+        positions = [k + r * len(table) for r in range(self.cfg.per_class) for k in chosen]
+        return Conditions(torch.zeros(len(positions), dtype=torch.long), torch.tensor(positions),
+                          [table[k % len(table)][0] for k in positions], [table[k % len(table)][1] for k in positions])
+
+    def evaluate(self, images, conditions: Conditions) -> dict[str, float]:
+        return {}  # the metrics (benchmark.metrics) and the verifier's score, overall and per category
+
+
+class DrawBenchBenchmark(PromptSetBenchmark):
+    """DrawBench (Saharia et al. 2022): 200 prompts in 11 categories."""
+
+    name = "drawbench"
+
+    def table(self) -> list[tuple[str, str]]:
+        with _asset("drawbench.csv").open(encoding="utf-8", newline="") as f:
+            return [(row["prompt"], row["category"]) for row in csv.DictReader(f)]
+
+
+T2I_COMPBENCH_CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial", "complex", "3d_spatial", "numeracy")
+
+
+class T2ICompBenchBenchmark(PromptSetBenchmark):
+    """T2I-CompBench(++) validation prompts: 300 per category, the six original categories then T2I-CompBench++'s
+    3d_spatial and numeracy."""
+
+    name = "t2i_compbench"
+
+    def table(self) -> list[tuple[str, str]]:
+        return [(line, category) for category in T2I_COMPBENCH_CATEGORIES
+                for line in _asset(f"t2i_compbench/{category}_val.txt").read_text(encoding="utf-8").splitlines()]
+
+
+class GenEvalBenchmark(PromptSetBenchmark):
+    """GenEval's 553 prompts; the category is the task (single_object, two_object, counting, colors, position,
+    color_attr); each prompt's metadata (the objects, counts, colours and positions it asks for) is `metadata()`."""
+
+    name = "geneval"
+
+    def metadata(self) -> list[dict]:
+        lines = _asset("geneval/evaluation_metadata.jsonl").read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def table(self) -> list[tuple[str, str]]:
+        return [(entry["prompt"], entry["tag"]) for entry in self.metadata()]
+
+
 NUM_IMAGENET_CLASSES = 1000
 BENCHMARKS = {"digits": DigitsBenchmark, "scenes": ScenesBenchmark, "imagenet": ImageNetBenchmark,
-              "prompts": PromptsBenchmark}
+              "prompts": PromptsBenchmark, "drawbench": DrawBenchBenchmark, "t2i_compbench": T2ICompBenchBenchmark,
+              "geneval": GenEvalBenchmark}

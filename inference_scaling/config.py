@@ -126,6 +126,11 @@ class PromptsBenchmarkConfig(BenchmarkConfig):
 
 
 @dataclass
+class PromptSetBenchmarkConfig(BenchmarkConfig):
+    categories: list[str] = field(default_factory=list)  # the categories to run; empty: all
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     verifier: VerifierConfig = MISSING
@@ -148,7 +153,7 @@ def register() -> None:
                         ("budget", BudgetConfig), ("logger", LoggerConfig), ("benchmark", BenchmarkConfig)]:
         cs.store(name=f"base_{group}", node=node)
     for name, node in [("scenes", ScenesBenchmarkConfig), ("imagenet", ImageNetBenchmarkConfig),
-                       ("prompts", PromptsBenchmarkConfig)]:
+                       ("prompts", PromptsBenchmarkConfig), ("prompt_set", PromptSetBenchmarkConfig)]:
         cs.store(name=f"base_{name}_benchmark", node=node)
     from inference_scaling.models import model_configs
 
@@ -206,9 +211,11 @@ def metric_configs(benchmark: BenchmarkConfig) -> dict[str, VerifierConfig]:
 
     typed = {}
     for k, entry in enumerate(benchmark.metrics):
+        if isinstance(entry, str):  # a verifier's name alone: its own config's defaults
+            entry = {"name": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise ConfigError(f"benchmark.metrics[{k}]={entry!r} must be a verifier's fields with its name, e.g. "
-                              f"benchmark.metrics=[{{name: clip_score}}]")
+            raise ConfigError(f"benchmark.metrics[{k}]={entry!r} must be a verifier's name or its fields with its "
+                              f"name, e.g. benchmark.metrics=[clip_score,{{name: aesthetic, label: aes}}]")
         fields = dict(entry)
         label, name = str(fields.pop("label", fields["name"])), fields["name"]
         if name not in VERIFIERS:

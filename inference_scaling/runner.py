@@ -95,6 +95,9 @@ def _run_chunks(cfg: Config, conditions: Conditions, plan: Plan, store: ChunkSto
         task = SearchTask(conds=model.encode(chunk), condition_ids=chunk.ids, prompts=chunk.prompts,
                           labels=chunk.labels, verifier=verifier, **base)
         spending = _search_chunk(cfg, model, search, task, counter, decoder, verifier, metric_verifiers, streams, k)
+        if chunk.categories is not None:
+            for record, category in zip(spending["records"], chunk.categories):
+                record["category"] = category
         spending["condition_encode_seconds"] = encode_seconds if done == 1 else 0.0
         records, lineage, images = spending.pop("records"), spending.pop("lineage"), spending.pop("images")
         if lineage is not None:  # rows as global condition positions, as in a single-chunk run
@@ -195,6 +198,14 @@ def finish(cfg: Config, conditions: Conditions, plan: Plan, store: ChunkStore) -
     column = lambda key: torch.tensor([r[key] for r in records], dtype=torch.float32)  # noqa: E731
     for label in metric_configs(cfg.benchmark):  # evaluation metrics apart from the verifier
         metrics[f"metric_{label}"] = real_mean(column(f"metric_{label}"))  # as the verifier's: failed images left out
+    if "category" in records[0]:  # the verifier's score and every metric per category, failed images left out
+        categories = [r["category"] for r in records]
+        for name, key in [("verifier_score", "final_score"),
+                          *((f"metric_{label}", f"metric_{label}") for label in metric_configs(cfg.benchmark))]:
+            scores = column(key)
+            for category in dict.fromkeys(categories):
+                mine = torch.tensor([c == category for c in categories])
+                metrics[f"{name}/{category}"] = real_mean(scores[mine])
     nfe_search = total["nfe_search"] / n_cond
     metrics.update(
         verifier_score=real_mean(column("final_score")),

@@ -20,7 +20,8 @@ CASES = [
     (["model=nope"], "unknown model 'nope'; choose one of: digits, dit_xl2"),
     (["verifier=nope"], "unknown verifier 'nope'; choose one of: aesthetic"),
     (["search=nope"], "unknown search 'nope'; choose one of: evolutionary"),
-    (["benchmark=nope"], "unknown benchmark 'nope'; choose one of: digits, imagenet, prompts, scenes"),
+    (["benchmark=nope"], "unknown benchmark 'nope'; choose one of: digits, drawbench, geneval, imagenet, prompts, "
+                          "scenes, t2i_compbench"),
     (["budget=nope"], "unknown budget 'nope'; choose one of: default, one_sample"),
     (["logger=nope"], "unknown logger 'nope'; choose one of: none, wandb"),
     (["model=base_model"], "unknown model 'base_model'; choose one of:"),  # schemas are not options
