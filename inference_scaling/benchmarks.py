@@ -56,8 +56,8 @@ class DigitsBenchmark:
         labels = torch.arange(10).repeat(self.cfg.per_class)
         return Conditions(labels, torch.arange(len(labels)), [DIGIT_NAMES[y] for y in labels.tolist()])
 
-    def evaluate(self, images, conditions: Conditions) -> dict[str, float]:
-        """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files)."""
+    def evaluate(self, images, conditions: Conditions, device: str = "cpu") -> dict[str, float]:
+        """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files); on the CPU."""
         images = as_image_set(images)
         metrics = fidelity_metrics(images, load_digits()[0], "digits-classifier", isc=True,
                                    kid_subset_size=self.cfg.kid_subset_size)
@@ -92,8 +92,8 @@ class ScenesBenchmark:
         repeats = -(-self.cfg.reference_size // len(unique))
         return scenes.generate(unique.repeat(repeats, 1)[: self.cfg.reference_size], self.cfg.reference_seed)
 
-    def evaluate(self, images, conditions: Conditions) -> dict[str, float]:
-        """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files)."""
+    def evaluate(self, images, conditions: Conditions, device: str = "cpu") -> dict[str, float]:
+        """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files); on the CPU."""
         images = as_image_set(images)
         checks, start = [], 0
         for chunk in images.batches():
@@ -119,8 +119,9 @@ def imagenet_class_names() -> list[str]:
 
 class ImageNetBenchmark:
     """Class-conditional ImageNet: `per_class` conditions for each class of `classes` (all 1,000 by default),
-    interleaved so any prefix is class-balanced. Evaluated for now by the verifier's score (FID/IS against
-    reference statistics come with the benchmarks issue)."""
+    interleaved so any prefix is class-balanced. With `inception` evaluated by IS and, against `reference` (an .npz:
+    ADM's `VIRTUAL_imagenet256_labeled.npz` or what `reference_stats` writes), FID, precision and recall in
+    InceptionV3's features (`inference_scaling.evaluation.imagenet`); otherwise by the verifier's score."""
 
     name = "imagenet"
     condition_kind = "imagenet"
@@ -138,8 +139,30 @@ class ImageNetBenchmark:
         labels = torch.tensor(classes).repeat(self.cfg.per_class)
         return Conditions(labels, torch.arange(len(labels)), [names[y] for y in labels.tolist()])
 
-    def evaluate(self, images, conditions: Conditions) -> dict[str, float]:
-        return {}
+    def check(self) -> None:
+        """The evaluation's settings and reference file, read before any model loads."""
+        from inference_scaling.evaluation.imagenet import ReferenceError, read_reference
+
+        for key in ("is_splits", "eval_batch_size"):
+            if getattr(self.cfg, key) < 1:
+                raise ConditionError(f"benchmark.{key}={getattr(self.cfg, key)} must be >= 1")
+        if self.cfg.reference:
+            try:
+                read_reference(str(Path(self.cfg.reference).expanduser()))
+            except ReferenceError as err:
+                raise ConditionError(str(err)) from None
+        if self.cfg.inception_weights and not Path(self.cfg.inception_weights).expanduser().is_file():
+            raise ConditionError(f"benchmark.inception_weights={self.cfg.inception_weights!r} is not a file; give "
+                                 f"torch-fidelity's weights-inception-2015-12-05-6726825d.pth, or '' to download it")
+
+    def evaluate(self, images, conditions: Conditions, device: str = "cpu") -> dict[str, float]:
+        from inference_scaling.evaluation.imagenet import imagenet_metrics, read_reference
+
+        if not (self.cfg.inception or self.cfg.reference):
+            return {}
+        reference = read_reference(str(Path(self.cfg.reference).expanduser())) if self.cfg.reference else None
+        return imagenet_metrics(images, reference, self.cfg.inception_weights, device, self.cfg.eval_batch_size,
+                                self.cfg.is_splits)
 
 
 class PromptsBenchmark:
@@ -175,7 +198,7 @@ class PromptsBenchmark:
         prompts = self.prompt_list() * self.cfg.per_class
         return Conditions(torch.zeros(len(prompts), dtype=torch.long), torch.arange(len(prompts)), prompts)
 
-    def evaluate(self, images, conditions: Conditions) -> dict[str, float]:
+    def evaluate(self, images, conditions: Conditions, device: str = "cpu") -> dict[str, float]:
         return {}
 
 
@@ -213,7 +236,7 @@ class PromptSetBenchmark:
         return Conditions(torch.zeros(len(positions), dtype=torch.long), torch.tensor(positions),
                           [table[k % len(table)][0] for k in positions], [table[k % len(table)][1] for k in positions])
 
-    def evaluate(self, images, conditions: Conditions) -> dict[str, float]:
+    def evaluate(self, images, conditions: Conditions, device: str = "cpu") -> dict[str, float]:
         return {}  # the metrics (benchmark.metrics) and the verifier's score, overall and per category
 
 

@@ -117,6 +117,11 @@ class ScenesBenchmarkConfig(BenchmarkConfig):
 @dataclass
 class ImageNetBenchmarkConfig(BenchmarkConfig):
     classes: list[int] = field(default_factory=list)  # ImageNet class indices 0..999; empty: all 1,000
+    inception: bool = False  # IS (and with `reference` FID, precision/recall) in InceptionV3's features
+    reference: str = ""  # .npz with mu, sigma (and arr_0, the reference batch): FID, precision/recall; implies inception
+    inception_weights: str = ""  # torch-fidelity's inception-2015-12-05 weights file; "": its download
+    is_splits: int = 10  # IS over this many equal parts (ADM's and torch-fidelity's 10)
+    eval_batch_size: int = 100  # images per Inception forward pass
 
 
 @dataclass
@@ -516,6 +521,12 @@ def _check_components(cfg: Config) -> int:
         n = len(benchmark.conditions().ids)
     except ConditionError as err:
         raise ConfigError(f"benchmark: {err}") from None
+    check = getattr(benchmark, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ConditionError as err:
+            raise ConfigError(str(err)) from None
     if n == 0:
         raise ConfigError(f"benchmark={benchmark.name} gives no conditions; check its condition lists "
                           f"(e.g. benchmark.counts, benchmark.relations, benchmark.classes)")

@@ -194,7 +194,7 @@ def finish(cfg: Config, conditions: Conditions, plan: Plan, store: ChunkStore) -
     job_conditions = conditions.take(plan.all_positions)
 
     eval_start = time.perf_counter()
-    metrics = BENCHMARKS[cfg.benchmark.name](cfg.benchmark).evaluate(images, job_conditions)
+    metrics = BENCHMARKS[cfg.benchmark.name](cfg.benchmark).evaluate(images, job_conditions, device=cfg.model.device)
     column = lambda key: torch.tensor([r[key] for r in records], dtype=torch.float32)  # noqa: E731
     for label in metric_configs(cfg.benchmark):  # evaluation metrics apart from the verifier
         metrics[f"metric_{label}"] = real_mean(column(f"metric_{label}"))  # as the verifier's: failed images left out
