@@ -33,7 +33,8 @@ IMAGENET_OPTIONS = {("model", "sit_xl2"): IMAGENET, ("model", "sit_l2"): [*IMAGE
                     ("model", "dit_xl2"): IMAGENET}
 PROMPTS = ["benchmark=prompts", "benchmark.prompts=[a red cube]", "verifier=clip_score", "budget=one_sample"]
 PROMPTS_OPTIONS = {**{("model", m): PROMPTS for m in ("flux_dev", "flux_schnell", "sd35_medium", "pixart_sigma")},
-                   ("benchmark", "prompts"): ["model=flux_dev", *PROMPTS[1:]]}
+                   ("benchmark", "prompts"): ["model=flux_dev", *PROMPTS[1:]],
+                   **{("benchmark", b): ["model=flux_dev", *PROMPTS[2:]] for b in ("drawbench", "t2i_compbench", "geneval")}}
 
 
 @pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))])
