@@ -31,7 +31,7 @@ compare: install
 	PYTHON=$(PY) bash experiments/compare_algorithms.sh outputs/multirun/compare-$(STAMP_TIME) logger=none
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

@@ -182,7 +182,7 @@ def test_benchmark_metrics_score_every_final_image_apart_from_the_verifier(confi
     ("[{name: ensemble}]", "benchmark.metrics[0]: ensemble scores candidates relative to each other"),
     ("[{name: ssl_digits}]", "benchmark.metrics[0]: ssl_digits reads x0-predictions"),
     ("[{name: scene_checker}]", "benchmark.metrics[0]: scene_checker does not score benchmark=digits"),
-    ("[3]", "benchmark.metrics[0]=3 must be a verifier's fields with its name"),
+    ("[3]", "benchmark.metrics[0]=3 must be a verifier's name or its fields with its name"),
     ("[{name: classifier_logit}, {name: classifier_logit}]", "benchmark.metrics[1]: label 'classifier_logit' is taken"),
 ])
 def test_bad_metrics_are_refused_in_one_line(config, metrics, message):

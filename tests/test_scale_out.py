@@ -156,9 +156,11 @@ def test_a_folder_holding_another_configs_chunks_is_refused(app, tmp_path):
     assert len(list((job / "chunks").glob("*.safetensors"))) == 4  # nothing lost
 
 
-@pytest.mark.parametrize("search, budgets, nfes", [("random", "3,6,12", (12.0, 21.0)),
-                                                   ("zero_order", "15,27", (27.0, 42.0)),
-                                                   ("evolutionary", "42,60", (60.0, 102.0))])
+@pytest.mark.parametrize("search, budgets, nfes", [
+    ("random", "3,6,12", (12.0, 21.0)),
+    # the walks' and populations' prefixes are tested directly below; their CLI sweeps run with `make test-slow`
+    pytest.param("zero_order", "15,27", (27.0, 42.0), marks=pytest.mark.slow),
+    pytest.param("evolutionary", "42,60", (60.0, 102.0), marks=pytest.mark.slow)])
 def test_a_budget_sweep_reuses_candidates_byte_identical(app, tmp_path, search, budgets, nfes):
     """-m budget.nfe=a,b,c of random search (zero-order search) computes only the largest budget's candidates
     (iterations), with the same choices, lineage and images as separate runs; a rerun of the whole sweep skips every
