@@ -14,7 +14,7 @@ from torch import Tensor
 
 from inference_scaling import scenes
 from inference_scaling.datasets import DIGIT_NAMES, load_digits
-from inference_scaling.evaluation.fidelity import class_accuracy, fidelity_metrics
+from inference_scaling.evaluation.fidelity import class_accuracy, class_hits, fidelity_metrics
 from inference_scaling.scenes import ConditionError
 from inference_scaling.store import as_image_set
 
@@ -56,6 +56,10 @@ class DigitsBenchmark:
         labels = torch.arange(10).repeat(self.cfg.per_class)
         return Conditions(labels, torch.arange(len(labels)), [DIGIT_NAMES[y] for y in labels.tolist()])
 
+    def per_condition(self, images, conditions: Conditions) -> dict[str, Tensor]:
+        """Each condition's evaluation: whether the digits classifier reads its class (the mean is `accuracy`)."""
+        return {"accuracy": class_hits(as_image_set(images), conditions.labels).float()}
+
     def evaluate(self, images, conditions: Conditions, device: str = "cpu") -> dict[str, float]:
         """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files); on the CPU."""
         images = as_image_set(images)
@@ -92,21 +96,21 @@ class ScenesBenchmark:
         repeats = -(-self.cfg.reference_size // len(unique))
         return scenes.generate(unique.repeat(repeats, 1)[: self.cfg.reference_size], self.cfg.reference_seed)
 
+    def per_condition(self, images, conditions: Conditions) -> dict[str, Tensor]:
+        """Each condition's exact check (the means are `accuracy`, `count_accuracy`, `relation_accuracy` and
+        `checker_score`)."""
+        checks, start = [], 0
+        for chunk in as_image_set(images).batches():
+            checks.append(scenes.check(chunk, conditions.labels[start:start + len(chunk)]))
+            start += len(chunk)
+        return {name: torch.cat([getattr(c, key) for c in checks]).float()
+                for name, key in [("accuracy", "both_ok"), ("count_accuracy", "count_ok"),
+                                  ("relation_accuracy", "relation_ok"), ("checker_score", "score")]}
+
     def evaluate(self, images, conditions: Conditions, device: str = "cpu") -> dict[str, float]:
         """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files); on the CPU."""
         images = as_image_set(images)
-        checks, start = [], 0
-        for chunk in images.batches():
-            checks.append(scenes.check(chunk, conditions.labels[start:start + len(chunk)]))
-            start += len(chunk)
-        both, count, relation, score = (torch.cat([getattr(c, k) for c in checks])
-                                        for k in ("both_ok", "count_ok", "relation_ok", "score"))
-        metrics = {
-            "accuracy": both.float().mean().item(),
-            "count_accuracy": count.float().mean().item(),
-            "relation_accuracy": relation.float().mean().item(),
-            "checker_score": score.mean().item(),
-        }
+        metrics = {name: values.mean().item() for name, values in self.per_condition(images, conditions).items()}
         metrics.update(fidelity_metrics(images, self.reference(conditions.labels), "scene-classifier", isc=False,
                                         kid_subset_size=self.cfg.kid_subset_size))
         return metrics

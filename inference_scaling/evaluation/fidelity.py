@@ -134,13 +134,18 @@ def fidelity_metrics(images, reference, extractor: str = "digits-classifier", we
     return {short: float(metrics[key]) for key, short in NAMES.items() if key in metrics}
 
 
-def class_accuracy(images, labels: Tensor, classifier_weights: str = digits_classifier.DEFAULT_WEIGHTS) -> float:
-    """Fraction of `images` (a tensor or an ImageSet, a chunk at a time) the embedded digits classifier assigns to
-    their conditioning class."""
+def class_hits(images, labels: Tensor, classifier_weights: str = digits_classifier.DEFAULT_WEIGHTS) -> Tensor:
+    """Per image (a tensor or an ImageSet, a chunk at a time): does the embedded digits classifier assign it to its
+    conditioning class."""
     net = digits_classifier.load_classifier(classifier_weights)
     hits, start = [], 0
     with torch.no_grad():
         for chunk in as_image_set(images).batches():
             hits.append(net(chunk.cpu()).argmax(-1) == labels[start:start + len(chunk)].cpu())
             start += len(chunk)
-    return torch.cat(hits).float().mean().item()
+    return torch.cat(hits)
+
+
+def class_accuracy(images, labels: Tensor, classifier_weights: str = digits_classifier.DEFAULT_WEIGHTS) -> float:
+    """Fraction of `images` the embedded digits classifier assigns to their conditioning class."""
+    return class_hits(images, labels, classifier_weights).float().mean().item()

@@ -23,6 +23,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
 from hydra.errors import HydraException
+import numpy as np
 from omegaconf import OmegaConf
 
 from inference_scaling.config import WandbConfig
@@ -35,7 +36,7 @@ METRICS_SHOWN = [("accuracy", "accuracy"), ("count_accuracy", "count accuracy"),
                  ("verifier_score", "mean verifier score (own)"), ("is", "IS"), ("fid", "FID"), ("kid", "KID"),
                  ("precision", "precision"), ("recall", "recall")]
 COLUMNS = ["line", "nfe", "n_candidates", *[k for k, _ in METRICS_SHOWN], "nfe_search_per_condition",
-           "search_seconds", "job"]
+           "search_seconds", *[f"{k}_{end}" for k, _ in METRICS_SHOWN for end in ("lo", "hi")], "job"]
 MULTIRUN = "multirun.yaml"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 UNLISTABLE = {ValueType.GLOB_CHOICE_SWEEP: "a glob sweep", ValueType.INTERVAL_SWEEP: "an interval sweep"}
@@ -46,8 +47,44 @@ def _shard(cfg) -> str:
     return OmegaConf.select(cfg, "benchmark.shard", default="") or ""
 
 
+# Metrics that are means over conditions, and the results.csv column of each condition's value.
+PER_CONDITION = {"verifier_score": "final_score", "accuracy": "eval_accuracy", "count_accuracy": "eval_count_accuracy",
+                 "relation_accuracy": "eval_relation_accuracy", "checker_score": "eval_checker_score"}
+RESAMPLES = 1000  # bootstrap resamples of the conditions
+LEVEL = 0.95
+
+
+def bootstrap_interval(values: np.ndarray, resamples: int = RESAMPLES, level: float = LEVEL,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over conditions (failed, non-finite values left out as the
+    metric leaves them out); a fixed seed, so a report is reproducible."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    index = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    means = values[index].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def intervals(job: Path) -> dict[str, float]:
+    """`<metric>_lo` and `<metric>_hi` of every per-condition metric a job's results.csv holds."""
+    table = job / "results.csv"
+    if not table.exists():
+        return {}
+    with table.open(newline="") as f:
+        records = list(csv.DictReader(f))
+    out = {}
+    for metric, column in PER_CONDITION.items():
+        if records and column in records[0]:
+            out[f"{metric}_lo"], out[f"{metric}_hi"] = bootstrap_interval(
+                np.array([float(r[column]) for r in records], dtype=np.float64))
+    return out
+
+
 def collect(folder: Path) -> list[dict]:
-    """One row per finished whole job (not shard) below `folder`, sorted by line then NFE."""
+    """One row per finished whole job (not shard) below `folder`, sorted by line then NFE, with bootstrap intervals
+    over conditions (`<metric>_lo`, `<metric>_hi`) of its per-condition metrics."""
     rows = []
     for metrics_file in sorted(folder.rglob(METRICS)):
         job = metrics_file.parent
@@ -57,7 +94,7 @@ def collect(folder: Path) -> list[dict]:
         metrics = json.loads(metrics_file.read_text())
         line = cfg.get("label") or (f"{cfg.search.name} / {cfg.verifier.name} / {cfg.model.name} "
                                     f"{cfg.model.solver}-{cfg.model.search_steps}")
-        rows.append({"line": line, **metrics, "job": str(job.relative_to(folder))})
+        rows.append({"line": line, **metrics, **intervals(job), "job": str(job.relative_to(folder))})
     return sorted(rows, key=lambda r: (r["line"], r["nfe"]))
 
 
@@ -187,10 +224,19 @@ def study_status(folder: Path) -> StudyStatus:
 def markdown_table(rows: list[dict]) -> str:
     """The rows as a markdown table of the metrics they have (what the command prints)."""
     columns = [c for c in COLUMNS if any(c in r for r in rows) and c not in ("job", "search_seconds",
-                                                                              "nfe_search_per_condition")]
+                                                                              "nfe_search_per_condition")
+               and not c.endswith(("_lo", "_hi"))]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r, c) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def _cell(row: dict, column: str) -> str:
+    """A value, with its 95 % bootstrap interval over conditions where it has one: `0.61 [0.57, 0.65]`."""
+    lo, hi = row.get(f"{column}_lo"), row.get(f"{column}_hi")
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return _fmt(row.get(column))
+    return f"{_fmt(row.get(column))} [{lo:.3g}, {hi:.3g}]"
 
 
 def write_table(rows: list[dict], folder: Path, status: StudyStatus) -> None:
@@ -224,7 +270,12 @@ def plot(rows: list[dict], folder: Path) -> None:
     for ax, (key, title) in zip(axes.flat, plotted):
         for line, points in series(rows, key).items():
             x, y = zip(*points)
-            ax.plot(x, y, marker="o", label=line)
+            (drawn,) = ax.plot(x, y, marker="o", label=line)
+            band = [(r["nfe"], r[f"{key}_lo"], r[f"{key}_hi"]) for r in rows
+                    if r["line"] == line and r.get(f"{key}_lo") is not None]
+            if len(band) == len(points):  # the 95 % bootstrap interval over conditions
+                bx, lo, hi = zip(*band)
+                ax.fill_between(bx, lo, hi, color=drawn.get_color(), alpha=0.15, linewidth=0)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("NFEs per sample (search)")
         ax.set_title(title)
