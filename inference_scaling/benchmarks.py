@@ -14,7 +14,7 @@ from torch import Tensor
 
 from inference_scaling import scenes
 from inference_scaling.datasets import DIGIT_NAMES, load_digits
-from inference_scaling.evaluation.fidelity import class_accuracy, class_hits, fidelity_metrics
+from inference_scaling.evaluation.fidelity import class_hits, fidelity_metrics
 from inference_scaling.scenes import ConditionError
 from inference_scaling.store import as_image_set
 
@@ -60,12 +60,15 @@ class DigitsBenchmark:
         """Each condition's evaluation: whether the digits classifier reads its class (the mean is `accuracy`)."""
         return {"accuracy": class_hits(as_image_set(images), conditions.labels).float()}
 
-    def evaluate(self, images, conditions: Conditions, device: str = "cpu") -> dict[str, float]:
-        """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files); on the CPU."""
+    def evaluate(self, images, conditions: Conditions, device: str = "cpu",
+                 per_condition: Optional[dict[str, Tensor]] = None) -> dict[str, float]:
+        """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files); on the CPU.
+        `per_condition`: what `per_condition` returned for them, if the caller has it already."""
         images = as_image_set(images)
         metrics = fidelity_metrics(images, load_digits()[0], "digits-classifier", isc=True,
                                    kid_subset_size=self.cfg.kid_subset_size)
-        metrics["accuracy"] = class_accuracy(images, conditions.labels)
+        hits = (per_condition or self.per_condition(images, conditions))["accuracy"]
+        metrics["accuracy"] = hits.mean().item()
         return metrics
 
 
@@ -107,10 +110,13 @@ class ScenesBenchmark:
                 for name, key in [("accuracy", "both_ok"), ("count_accuracy", "count_ok"),
                                   ("relation_accuracy", "relation_ok"), ("checker_score", "score")]}
 
-    def evaluate(self, images, conditions: Conditions, device: str = "cpu") -> dict[str, float]:
-        """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files); on the CPU."""
+    def evaluate(self, images, conditions: Conditions, device: str = "cpu",
+                 per_condition: Optional[dict[str, Tensor]] = None) -> dict[str, float]:
+        """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files); on the CPU.
+        `per_condition`: what `per_condition` returned for them, if the caller has it already."""
         images = as_image_set(images)
-        metrics = {name: values.mean().item() for name, values in self.per_condition(images, conditions).items()}
+        checks = per_condition or self.per_condition(images, conditions)
+        metrics = {name: values.mean().item() for name, values in checks.items()}
         metrics.update(fidelity_metrics(images, self.reference(conditions.labels), "scene-classifier", isc=False,
                                         kid_subset_size=self.cfg.kid_subset_size))
         return metrics

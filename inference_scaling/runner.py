@@ -195,11 +195,14 @@ def finish(cfg: Config, conditions: Conditions, plan: Plan, store: ChunkStore) -
 
     eval_start = time.perf_counter()
     benchmark = BENCHMARKS[cfg.benchmark.name](cfg.benchmark)
-    metrics = benchmark.evaluate(images, job_conditions, device=cfg.model.device)
     if hasattr(benchmark, "per_condition"):  # each condition's evaluation, for intervals over conditions
-        for name, values in benchmark.per_condition(images, job_conditions).items():
+        per_condition = benchmark.per_condition(images, job_conditions)
+        metrics = benchmark.evaluate(images, job_conditions, device=cfg.model.device, per_condition=per_condition)
+        for name, values in per_condition.items():
             for record, value in zip(records, values.tolist()):
                 record[f"eval_{name}"] = value
+    else:
+        metrics = benchmark.evaluate(images, job_conditions, device=cfg.model.device)
     column = lambda key: torch.tensor([r[key] for r in records], dtype=torch.float32)  # noqa: E731
     for label in metric_configs(cfg.benchmark):  # evaluation metrics apart from the verifier
         metrics[f"metric_{label}"] = real_mean(column(f"metric_{label}"))  # as the verifier's: failed images left out

@@ -145,7 +145,3 @@ def class_hits(images, labels: Tensor, classifier_weights: str = digits_classifi
             start += len(chunk)
     return torch.cat(hits)
 
-
-def class_accuracy(images, labels: Tensor, classifier_weights: str = digits_classifier.DEFAULT_WEIGHTS) -> float:
-    """Fraction of `images` the embedded digits classifier assigns to their conditioning class."""
-    return class_hits(images, labels, classifier_weights).float().mean().item()
