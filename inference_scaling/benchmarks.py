@@ -14,7 +14,6 @@ from torch import Tensor
 
 from inference_scaling import scenes
 from inference_scaling.datasets import DIGIT_NAMES, load_digits
-from inference_scaling.evaluation.fidelity import class_hits, fidelity_metrics
 from inference_scaling.scenes import ConditionError
 from inference_scaling.store import as_image_set
 
@@ -58,12 +57,16 @@ class DigitsBenchmark:
 
     def per_condition(self, images, conditions: Conditions) -> dict[str, Tensor]:
         """Each condition's evaluation: whether the digits classifier reads its class (the mean is `accuracy`)."""
+        from inference_scaling.evaluation.fidelity import class_hits
+
         return {"accuracy": class_hits(as_image_set(images), conditions.labels).float()}
 
     def evaluate(self, images, conditions: Conditions, device: str = "cpu",
                  per_condition: Optional[dict[str, Tensor]] = None) -> dict[str, float]:
         """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files); on the CPU.
         `per_condition`: what `per_condition` returned for them, if the caller has it already."""
+        from inference_scaling.evaluation.fidelity import fidelity_metrics  # torch-fidelity: 2 s to import
+
         images = as_image_set(images)
         metrics = fidelity_metrics(images, load_digits()[0], "digits-classifier", isc=True,
                                    kid_subset_size=self.cfg.kid_subset_size)
@@ -115,6 +118,8 @@ class ScenesBenchmark:
         """`images`: a tensor or an ImageSet (streamed chunk by chunk from the job's chunk files); on the CPU.
         `per_condition`: what `per_condition` returned for them, if the caller has it already."""
         images = as_image_set(images)
+        from inference_scaling.evaluation.fidelity import fidelity_metrics  # torch-fidelity: 2 s to import
+
         checks = per_condition or self.per_condition(images, conditions)
         metrics = {name: values.mean().item() for name, values in checks.items()}
         metrics.update(fidelity_metrics(images, self.reference(conditions.labels), "scene-classifier", isc=False,
