@@ -7,7 +7,7 @@ STAMP_TIME := $(shell date +%Y%m%d-%H%M%S)
 SWEEP ?= outputs/multirun/make-run-$(STAMP_TIME)
 DIGITS_SWEEP ?= outputs/multirun/digits-$(STAMP_TIME)
 
-.PHONY: install run run-digits compare test test-slow bench bench-verifiers bench-backends bench-memory bench-reuse clean
+.PHONY: install run run-digits compare model-sizes verifier-tasks test test-slow bench bench-verifiers bench-backends bench-memory bench-reuse clean
 
 install: $(STAMP)
 
@@ -30,8 +30,17 @@ run-digits: install
 compare: install
 	PYTHON=$(PY) bash experiments/compare_algorithms.sh outputs/multirun/compare-$(STAMP_TIME) logger=none
 
+# Three sizes of the scenes model with and without search, against GFLOPs (experiments/scenes_model_sizes.sh).
+model-sizes: install
+	OMP_NUM_THREADS=1 PYTHON=$(PY) bash experiments/scenes_model_sizes.sh outputs/multirun/model-sizes-$(STAMP_TIME) logger=none
+
+# The scenes verifiers by aspect, count against relation (experiments/scenes_verifier_tasks.sh).
+verifier-tasks: install
+	OMP_NUM_THREADS=1 PYTHON=$(PY) bash experiments/scenes_verifier_tasks.sh outputs/multirun/verifier-tasks-$(STAMP_TIME) logger=none
+
+# The suite on 2 workers (the CI machine's 2 cores; each worker runs torch on one thread).
 test: install
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest -q -n 2 --durations=20
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

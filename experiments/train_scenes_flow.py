@@ -1,10 +1,17 @@
 """Train the scenes benchmark's flow model (fixed seed; a few minutes on 2 CPU cores).
 
-    python experiments/train_scenes_flow.py [--steps 6000] [--pool 60000]
+    python experiments/train_scenes_flow.py [--steps 6000] [--pool 60000] [--width 256 --hidden 512 --depth 3]
+                                            [--out PATH]
 
 Flow matching (experiments/flow_matching.py) on a pool of procedurally generated scenes, class-balanced over
 the 12 (count, relation) conditions, generated once with a fixed seed; conditions dropped to the null
-tokens 10 % of the time. Writes inference_scaling/assets/scenes_flow.safetensors.
+tokens 10 % of the time. Writes inference_scaling/assets/scenes_flow.safetensors; the defaults reproduce it.
+The model-size study's small and large models are the same recipe at other sizes:
+
+    python experiments/train_scenes_flow.py --width 128 --hidden 256 --depth 2 \
+        --out inference_scaling/assets/scenes_flow_small.safetensors
+    python experiments/train_scenes_flow.py --width 512 --hidden 1024 --depth 4 \
+        --out inference_scaling/assets/scenes_flow_large.safetensors
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--width", type=int, default=256, help="FlowMLP width (the residual stream)")
+    parser.add_argument("--hidden", type=int, default=512, help="FlowMLP hidden units per block")
+    parser.add_argument("--depth", type=int, default=3, help="FlowMLP residual blocks")
     parser.add_argument("--out", type=Path, default=ASSET)
     args = parser.parse_args()
     start = time.perf_counter()
@@ -43,11 +53,12 @@ def main() -> None:
         return images[idx], conditions[idx]
 
     torch.manual_seed(args.seed)  # the initial weights
-    net = train_flow(new_flow(), sample, args.steps, args.batch, args.lr, args.seed)
+    net = train_flow(new_flow(args.width, args.hidden, args.depth), sample, args.steps, args.batch, args.lr, args.seed)
     seconds = time.perf_counter() - start
     weights.save(args.out, net, net.config())
     print(json.dumps({"train_seconds": round(seconds, 1), "data_seconds": round(generate_seconds, 1),
-                      "parameters": sum(p.numel() for p in net.parameters()), "file_bytes": args.out.stat().st_size,
+                      "parameters": sum(p.numel() for p in net.parameters()),
+                      "config": net.config(), "file_bytes": args.out.stat().st_size,
                       "out": str(args.out)}))
 
 

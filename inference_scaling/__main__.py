@@ -125,10 +125,13 @@ def typed_config(cfg: DictConfig) -> Config:
         raise ConfigError(f"{getattr(err, 'full_key', '') or 'config'}: {first_line(err)}") from None
 
 
-def precheck(overrides: list[str], config_dir: str = CONF_DIR, config_name: str = "config") -> int:
+def precheck(overrides: list[str], config_dir: str = CONF_DIR, config_name: str = "config",
+             multirun: bool = False) -> int:
     """Compose and validate every combination of the command line's enumerable overrides; returns how many were
     checked. Other `hydra.*` overrides are Hydra's own (`hydra.searchpath` joins the composition); a sweep that
-    cannot be enumerated is checked inside its jobs."""
+    cannot be enumerated is checked inside its jobs. With `multirun`, the sweep a config fixes in
+    `hydra.sweeper.params` (an experiment's, `+experiment=...`) is enumerated too, before the command line's
+    overrides, which replace a key it also sets (as Hydra's basic sweeper does)."""
     from hydra import initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -136,9 +139,20 @@ def precheck(overrides: list[str], config_dir: str = CONF_DIR, config_name: str 
         key = override.get_key_element().lstrip("+~")
         return not key.startswith("hydra") or key == "hydra.searchpath"
 
-    parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if ours(o)]
+    parser = OverridesParser.create()
+    parsed = [o for o in parser.parse_overrides(overrides) if ours(o)]
     choices = [_choices(o) if _enumerable(o) else [None] for o in parsed]
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        if multirun and None not in (first := [c[0] for c in choices]):
+            try:
+                params = OmegaConf.select(hydra.compose(config_name=config_name, overrides=first,
+                                                        return_hydra_config=True), "hydra.sweeper.params") or {}
+            except Exception as err:
+                raise UsageError(_explain(err, first, config_name)) from None
+            given = {o.get_key_element().lstrip("+~") for o in parsed}
+            swept = [o for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+                     if o.get_key_element() not in given]
+            choices = [_choices(o) if _enumerable(o) else [None] for o in swept] + choices
         checked = 0
         for combination in itertools.islice(itertools.product(*choices), MAX_CHECKED_COMBINATIONS):
             if None in combination:  # a glob or interval sweep: its jobs are validated as they start
@@ -262,7 +276,7 @@ def main() -> None:
         config_dir = str(Path(args.config_dir).expanduser().resolve()) if args.config_dir else CONF_DIR
         try:
             check_output_dir(args.overrides, args.multirun)
-            precheck(args.overrides, config_dir, args.config_name or "config")
+            precheck(args.overrides, config_dir, args.config_name or "config", args.multirun)
         except (UsageError, *REFUSALS) as err:
             refuse(err, 2)
     app()

@@ -55,7 +55,7 @@ class DigitsBenchmark:
         labels = torch.arange(10).repeat(self.cfg.per_class)
         return Conditions(labels, torch.arange(len(labels)), [DIGIT_NAMES[y] for y in labels.tolist()])
 
-    def per_condition(self, images, conditions: Conditions) -> dict[str, Tensor]:
+    def per_condition(self, images, conditions: Conditions, device: str = "cpu") -> dict[str, Tensor]:
         """Each condition's evaluation: whether the digits classifier reads its class (the mean is `accuracy`)."""
         from inference_scaling.evaluation.fidelity import class_hits
 
@@ -102,7 +102,7 @@ class ScenesBenchmark:
         repeats = -(-self.cfg.reference_size // len(unique))
         return scenes.generate(unique.repeat(repeats, 1)[: self.cfg.reference_size], self.cfg.reference_seed)
 
-    def per_condition(self, images, conditions: Conditions) -> dict[str, Tensor]:
+    def per_condition(self, images, conditions: Conditions, device: str = "cpu") -> dict[str, Tensor]:
         """Each condition's exact check (the means are `accuracy`, `count_accuracy`, `relation_accuracy` and
         `checker_score`)."""
         checks, start = [], 0
@@ -223,7 +223,8 @@ def _asset(name: str):
 
 class PromptSetBenchmark:
     """A published prompt set whose prompts belong to categories: `benchmark.categories` selects some (all by
-    default), each prompt is searched `per_class` times, and every metric is also reported per category
+    default), `benchmark.prompts_per_category` n > 0 keeps the first n prompts of each (a quick look), each
+    prompt is searched `per_class` times, and every metric is also reported per category
     (`<metric>/<category>`). A prompt's condition id is its position in the whole set (plus the set's size per
     repeat), so a category run gives its prompts the same noises as the full run. Provenance of the files:
     `inference_scaling/assets/benchmarks/PROVENANCE.md`."""
@@ -246,7 +247,14 @@ class PromptSetBenchmark:
         if unknown:
             raise ConditionError(f"benchmark.categories has {unknown[0]!r}, not a {self.name} category; choose from: "
                                  f"{', '.join(known)}")
-        chosen = [k for k, (_, category) in enumerate(table) if not self.cfg.categories or category in self.cfg.categories]
+        n = self.cfg.prompts_per_category
+        if n < 0:
+            raise ConditionError(f"benchmark.prompts_per_category={n} must be >= 0 (0: all)")
+        chosen, seen = [], {}
+        for k, (_, category) in enumerate(table):  # with n > 0, only the first n prompts of each category
+            if (not self.cfg.categories or category in self.cfg.categories) and (not n or seen.get(category, 0) < n):
+                chosen.append(k)
+            seen[category] = seen.get(category, 0) + 1
         positions = [k + r * len(table) for r in range(self.cfg.per_class) for k in chosen]
         return Conditions(torch.zeros(len(positions), dtype=torch.long), torch.tensor(positions),
                           [table[k % len(table)][0] for k in positions], [table[k % len(table)][1] for k in positions])
@@ -270,7 +278,8 @@ T2I_COMPBENCH_CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial
 
 class T2ICompBenchBenchmark(PromptSetBenchmark):
     """T2I-CompBench(++) validation prompts: 300 per category, the six original categories then T2I-CompBench++'s
-    3d_spatial and numeracy."""
+    3d_spatial and numeracy. With `evaluate`, each image is scored by its category's evaluator
+    (`inference_scaling.evaluation.t2i_compbench`; the detector categories through OWLv2, a substitute for UniDet)."""
 
     name = "t2i_compbench"
 
@@ -278,10 +287,60 @@ class T2ICompBenchBenchmark(PromptSetBenchmark):
         return [(line, category) for category in T2I_COMPBENCH_CATEGORIES
                 for line in _asset(f"t2i_compbench/{category}_val.txt").read_text(encoding="utf-8").splitlines()]
 
+    def check(self) -> None:
+        """The evaluation's settings and local model folders, read before any model loads."""
+        from inference_scaling.evaluation.t2i_compbench import check_model_source, needed_models
+
+        if not 0 <= self.cfg.detector_threshold < 1:
+            raise ConditionError(f"benchmark.detector_threshold={self.cfg.detector_threshold} must be in [0, 1)")
+        if not 0 < self.cfg.detector_nms_iou <= 1:
+            raise ConditionError(f"benchmark.detector_nms_iou={self.cfg.detector_nms_iou} must be in (0, 1] "
+                                 f"(1: no NMS)")
+        if self.cfg.eval_batch_size < 1:
+            raise ConditionError(f"benchmark.eval_batch_size={self.cfg.eval_batch_size} must be >= 1")
+        for key in needed_models(self.cfg.categories) if self.cfg.evaluate else ():
+            try:
+                check_model_source(key, getattr(self.cfg, key))
+            except ValueError as err:
+                raise ConditionError(str(err)) from None
+
+    def per_condition(self, images, conditions: Conditions, device: str = "cpu") -> dict[str, Tensor]:
+        """Each condition's score by its category's evaluator (`compbench`), with `evaluate`; else nothing. The
+        spatial, 3d_spatial, numeracy and complex scores use OWLv2 as a SUBSTITUTE for UniDet (see
+        `inference_scaling.evaluation.t2i_compbench`): not comparable with published numbers."""
+        if not self.cfg.evaluate:
+            return {}
+        from inference_scaling.evaluation.t2i_compbench import T2ICompBenchEvaluator
+
+        evaluator, scores, start = T2ICompBenchEvaluator(self.cfg, device), [], 0
+        for chunk in as_image_set(images).batches():
+            end = start + len(chunk)
+            scores.append(evaluator(chunk, conditions.prompts[start:end], conditions.categories[start:end]))
+            start = end
+        return {"compbench": torch.cat(scores)}
+
+    def evaluate(self, images, conditions: Conditions, device: str = "cpu",
+                 per_condition: Optional[dict[str, Tensor]] = None) -> dict[str, float]:
+        """The mean score (`compbench`), and apart the means of the categories scored by the benchmark's own models
+        (`compbench_official_models`) and through the detector substitute (`compbench_owlv2_substitute`); the
+        runner adds `compbench/<category>`."""
+        from inference_scaling.evaluation.t2i_compbench import SUBSTITUTED
+
+        if not self.cfg.evaluate:
+            return {}
+        scores = (per_condition or self.per_condition(images, conditions, device))["compbench"]
+        substituted = torch.tensor([c in SUBSTITUTED for c in conditions.categories])
+        metrics = {"compbench": scores.mean().item()}
+        for name, mine in [("compbench_official_models", ~substituted), ("compbench_owlv2_substitute", substituted)]:
+            if mine.any():
+                metrics[name] = scores[mine].mean().item()
+        return metrics
+
 
 class GenEvalBenchmark(PromptSetBenchmark):
     """GenEval's 553 prompts; the category is the task (single_object, two_object, counting, colors, position,
-    color_attr); each prompt's metadata (the objects, counts, colours and positions it asks for) is `metadata()`."""
+    color_attr); each prompt's metadata (the objects, counts, colours and positions it asks for) is `metadata()`.
+    With `evaluate`, each image is judged by GenEval's rules (`inference_scaling.evaluation.geneval`)."""
 
     name = "geneval"
 
@@ -291,6 +350,49 @@ class GenEvalBenchmark(PromptSetBenchmark):
 
     def table(self) -> list[tuple[str, str]]:
         return [(entry["prompt"], entry["tag"]) for entry in self.metadata()]
+
+    def check(self) -> None:
+        """The evaluation's settings, read before any model loads."""
+        for key in ("threshold", "counting_threshold", "max_overlap"):
+            if not 0 <= getattr(self.cfg, key) <= 1:
+                raise ConditionError(f"benchmark.{key}={getattr(self.cfg, key)} must be in [0, 1]")
+        for key in ("max_objects", "eval_batch_size"):
+            if getattr(self.cfg, key) < 1:
+                raise ConditionError(f"benchmark.{key}={getattr(self.cfg, key)} must be >= 1")
+        if not self.cfg.position_margin >= 0:
+            raise ConditionError(f"benchmark.position_margin={self.cfg.position_margin} must be >= 0 (GenEval: 0.1)")
+        for key in ("detector", "clip"):
+            if self.cfg.evaluate and not getattr(self.cfg, key).strip():
+                raise ConditionError(f"benchmark.{key} is empty; give a hub id or a local folder")
+
+    def entries(self, conditions: Conditions) -> list[dict]:
+        """Each condition's metadata row (condition id k is row k mod 553)."""
+        table = self.metadata()
+        return [table[k % len(table)] for k in conditions.ids.tolist()]
+
+    def per_condition(self, images, conditions: Conditions, device: str = "cpu") -> dict[str, Tensor]:
+        """Each condition's GenEval verdict, 1 correct or 0 (`geneval`), with `evaluate`; else nothing."""
+        if not self.cfg.evaluate:
+            return {}
+        from inference_scaling.evaluation.geneval import GenEvalEvaluator
+
+        evaluator = GenEvalEvaluator.from_config(self.cfg, device)
+        entries, verdicts = self.entries(conditions), []
+        for chunk in as_image_set(images).batches():
+            verdicts += evaluator(chunk, entries[len(verdicts):len(verdicts) + len(chunk)])
+        return {"geneval": torch.tensor([v.correct for v in verdicts], dtype=torch.float32)}
+
+    def evaluate(self, images, conditions: Conditions, device: str = "cpu",
+                 per_condition: Optional[dict[str, Tensor]] = None) -> dict[str, float]:
+        """GenEval's overall score (`geneval_overall`, the mean of the task accuracies), the fraction of correct
+        images and of prompts with a correct image, with `evaluate`; the runner adds `geneval/<task>`."""
+        if not self.cfg.evaluate:
+            return {}
+        from inference_scaling.evaluation.geneval import geneval_scores
+
+        correct = (per_condition or self.per_condition(images, conditions, device))["geneval"]
+        rows = len(self.metadata())
+        return geneval_scores(correct, conditions.categories, [k % rows for k in conditions.ids.tolist()])
 
 
 NUM_IMAGENET_CLASSES = 1000

@@ -133,6 +133,7 @@ class PromptsBenchmarkConfig(BenchmarkConfig):
 @dataclass
 class PromptSetBenchmarkConfig(BenchmarkConfig):
     categories: list[str] = field(default_factory=list)  # the categories to run; empty: all
+    prompts_per_category: int = 0  # the first n prompts of each category (a quick look); 0: all
 
 
 @dataclass
@@ -160,6 +161,8 @@ def register() -> None:
     for name, node in [("scenes", ScenesBenchmarkConfig), ("imagenet", ImageNetBenchmarkConfig),
                        ("prompts", PromptsBenchmarkConfig), ("prompt_set", PromptSetBenchmarkConfig)]:
         cs.store(name=f"base_{name}_benchmark", node=node)
+    for name, node in benchmark_configs().items():
+        cs.store(name=f"base_{name}_benchmark", node=node)
     from inference_scaling.models import model_configs
 
     for name, node in model_configs().items():
@@ -175,6 +178,14 @@ def register() -> None:
             name, solver, int(steps), float(guidance)))
 
 
+def benchmark_configs() -> dict[str, type]:
+    """The typed config of the benchmarks whose evaluators live in their own module (light to import)."""
+    from inference_scaling.evaluation.geneval import GenEvalConfig
+    from inference_scaling.evaluation.t2i_compbench import T2ICompBenchConfig
+
+    return {"t2i_compbench": T2ICompBenchConfig, "geneval": GenEvalConfig}
+
+
 def verifier_configs() -> dict[str, type]:
     """The typed config of every verifier that has fields of its own (the others use VerifierConfig)."""
     from inference_scaling.verifiers.aesthetic import AestheticConfig
@@ -186,6 +197,7 @@ def verifier_configs() -> dict[str, type]:
     from inference_scaling.verifiers.image_reward import ImageRewardConfig
     from inference_scaling.verifiers.inception_is import InceptionISConfig
     from inference_scaling.verifiers.llm_grader import LLMGraderConfig
+    from inference_scaling.verifiers.scene_classifier import SceneClassifierConfig
     from inference_scaling.verifiers.ssl_clip import SslClipConfig
     from inference_scaling.verifiers.ssl_digits import SslDigitsConfig
     from inference_scaling.verifiers.ssl_dino import SslDinoConfig
@@ -193,7 +205,8 @@ def verifier_configs() -> dict[str, type]:
     return {"llm_grader": LLMGraderConfig, "clip_score": ClipScoreConfig, "aesthetic": AestheticConfig,
             "image_reward": ImageRewardConfig, "ensemble": EnsembleConfig, "inception_is": InceptionISConfig,
             "clip_zeroshot": ClipZeroShotConfig, "dino_linear": DinoLinearConfig, "fid_oracle": FidOracleConfig,
-            "ssl_dino": SslDinoConfig, "ssl_clip": SslClipConfig, "ssl_digits": SslDigitsConfig}
+            "ssl_dino": SslDinoConfig, "ssl_clip": SslClipConfig, "ssl_digits": SslDigitsConfig,
+            "scene_classifier": SceneClassifierConfig}
 
 
 def verifier_preset(name: str) -> dict:

@@ -17,6 +17,7 @@ import torch
 
 from inference_scaling.benchmarks import BENCHMARKS, Conditions
 from inference_scaling.config import Config, final_sigmas, metric_configs, search_cost, search_sigmas, validate
+from inference_scaling.flops import gflops_per_nfe
 from inference_scaling.models import load_model
 from inference_scaling.nfe import DecodeCounter, NFECounter
 from inference_scaling.noise import candidate_noise
@@ -89,12 +90,16 @@ def _run_chunks(cfg: Config, conditions: Conditions, plan: Plan, store: ChunkSto
     streams = None
     if cfg.reuse and cache_root is not None and hasattr(search, "stream_type"):
         streams = StreamCache(cache_root, _reuse_key(cfg))
+    gflops = None
     for done, k in enumerate(pending, 1):
         positions = plan.positions(k)
         chunk = conditions.take(positions)
         task = SearchTask(conds=model.encode(chunk), condition_ids=chunk.ids, prompts=chunk.prompts,
                           labels=chunk.labels, verifier=verifier, **base)
+        if gflops is None:  # one forward outside the NFE counter, before the search
+            gflops = gflops_per_nfe(model, model.noise_shape, task.conds[:1], cfg.model.device)
         spending = _search_chunk(cfg, model, search, task, counter, decoder, verifier, metric_verifiers, streams, k)
+        spending["gflops_per_nfe"] = gflops
         if chunk.categories is not None:
             for record, category in zip(spending["records"], chunk.categories):
                 record["category"] = category
@@ -188,7 +193,8 @@ def finish(cfg: Config, conditions: Conditions, plan: Plan, store: ChunkStore) -
     records = [record for meta in metas for record in meta["records"]]
     lineage = [entry for meta in metas for entry in (meta["lineage"] or [])] or None
     spent = [meta["spending"] for meta in metas]
-    total = {key: sum(s[key] for s in spent) for key in spent[0] if key not in ("n_candidates", "verifier_x0_sigma")}
+    per_job = ("n_candidates", "verifier_x0_sigma", "gflops_per_nfe")  # the same in every chunk
+    total = {key: sum(s[key] for s in spent) for key in spent[0] if key not in per_job}
     n_cond = total["conditions"]
     images = ImageSet(store, plan.chunks, [len(plan.positions(k)) for k in plan.chunks])
     job_conditions = conditions.take(plan.all_positions)
@@ -196,12 +202,13 @@ def finish(cfg: Config, conditions: Conditions, plan: Plan, store: ChunkStore) -
     eval_start = time.perf_counter()
     benchmark = BENCHMARKS[cfg.benchmark.name](cfg.benchmark)
     if hasattr(benchmark, "per_condition"):  # each condition's evaluation, for intervals over conditions
-        per_condition = benchmark.per_condition(images, job_conditions)
+        per_condition = benchmark.per_condition(images, job_conditions, device=cfg.model.device)
         metrics = benchmark.evaluate(images, job_conditions, device=cfg.model.device, per_condition=per_condition)
         for name, values in per_condition.items():
             for record, value in zip(records, values.tolist()):
                 record[f"eval_{name}"] = value
     else:
+        per_condition = {}
         metrics = benchmark.evaluate(images, job_conditions, device=cfg.model.device)
     column = lambda key: torch.tensor([r[key] for r in records], dtype=torch.float32)  # noqa: E731
     for label in metric_configs(cfg.benchmark):  # evaluation metrics apart from the verifier
@@ -209,7 +216,8 @@ def finish(cfg: Config, conditions: Conditions, plan: Plan, store: ChunkStore) -
     if "category" in records[0]:  # the verifier's score and every metric per category, failed images left out
         categories = [r["category"] for r in records]
         for name, key in [("verifier_score", "final_score"),
-                          *((f"metric_{label}", f"metric_{label}") for label in metric_configs(cfg.benchmark))]:
+                          *((f"metric_{label}", f"metric_{label}") for label in metric_configs(cfg.benchmark)),
+                          *((name, f"eval_{name}") for name in per_condition)]:
             scores = column(key)
             for category in dict.fromkeys(categories):
                 mine = torch.tensor([c == category for c in categories])
@@ -224,6 +232,8 @@ def finish(cfg: Config, conditions: Conditions, plan: Plan, store: ChunkStore) -
         nfe_search_computed_per_condition=total["nfe_search_computed"] / n_cond,
         candidates_reused=total["candidates_reused"],
         nfe_final_per_condition=total["nfe_final"] / n_cond,
+        gflops_per_nfe=spent[0]["gflops_per_nfe"],
+        gflops_per_condition=spent[0]["gflops_per_nfe"] * (total["nfe_search"] + total["nfe_final"]) / n_cond,
         n_candidates=spent[0]["n_candidates"],
         n_conditions=n_cond,
         n_chunks=len(plan.chunks),

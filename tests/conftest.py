@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -39,3 +41,7 @@ def tiny_clip_folder(tmp_path_factory):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one intra-op thread each
+    torch.set_num_threads(1)

@@ -24,8 +24,8 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 SCENES = ["model=scenes", "benchmark=scenes", "verifier=scene_checker"]
-SCENES_OPTIONS = {("model", "scenes"), ("benchmark", "scenes"), ("verifier", "scene_checker"),
-                  ("verifier", "scene_classifier")}
+SCENES_OPTIONS = {("model", "scenes"), ("model", "scenes_small"), ("model", "scenes_large"), ("benchmark", "scenes"),
+                  ("verifier", "scene_checker"), ("verifier", "scene_classifier")}
 IMAGENET = ["benchmark=imagenet", "verifier=clip_zeroshot", "budget=one_sample"]  # one SiT sample: 50 NFEs
 NO_PUBLIC_SIT = "model.weights=https://example.org/SiT.pt"  # SiT-L/2, B/2: no public weights; a URL is fetched on load
 IMAGENET_OPTIONS = {("model", "sit_xl2"): IMAGENET, ("model", "sit_l2"): [*IMAGENET, NO_PUBLIC_SIT],

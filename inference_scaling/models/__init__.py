@@ -10,7 +10,9 @@ from importlib import import_module
 
 MODELS: dict[str, str] = {
     "digits": "inference_scaling.models.digits:DigitsModel",
-    "scenes": "inference_scaling.models.scenes:ScenesModel",
+    "scenes": "inference_scaling.models.scenes:ScenesModel",  # three sizes, one adapter (conf/model/scenes*.yaml)
+    "scenes_small": "inference_scaling.models.scenes:ScenesModel",
+    "scenes_large": "inference_scaling.models.scenes:ScenesModel",
     "sit_xl2": "inference_scaling.models.sit:SiTModel",  # SiT presets share one adapter (conf/model/sit_*.yaml)
     "sit_l2": "inference_scaling.models.sit:SiTModel",
     "sit_b2": "inference_scaling.models.sit:SiTModel",

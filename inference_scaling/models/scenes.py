@@ -17,8 +17,10 @@ FLOW_WEIGHTS = "package:scenes_flow.safetensors"
 CLASSIFIER_WEIGHTS = "package:scene_classifier.safetensors"
 
 
-def new_flow() -> FlowMLP:
-    return FlowMLP(image_shape=scenes.IMAGE_SHAPE, fields=scenes.FIELDS, width=256, hidden=512, depth=3, input_skip=True)
+def new_flow(width: int = 256, hidden: int = 512, depth: int = 3) -> FlowMLP:
+    """A fresh scenes flow model; the defaults are the committed `scenes_flow.safetensors`'s size."""
+    return FlowMLP(image_shape=scenes.IMAGE_SHAPE, fields=scenes.FIELDS, width=width, hidden=hidden, depth=depth,
+                   input_skip=True)
 
 
 def load(path: str = FLOW_WEIGHTS, device: str = "cpu") -> FlowMLP:
@@ -48,12 +50,14 @@ class SceneClassifier(nn.Module):
         joint = self.count_head(f).log_softmax(-1)[:, :, None] + self.relation_head(f).log_softmax(-1)[:, None, :]
         return f, joint.flatten(1)
 
-    def condition_log_prob(self, x: Tensor, conditions: Tensor) -> Tensor:
-        """log p(count) + log p(relation) of each image's condition row (the heads are independent)."""
+    def condition_log_prob(self, x: Tensor, conditions: Tensor, aspect: str = "both") -> Tensor:
+        """log p(count) + log p(relation) of each image's condition row (the heads are independent); `aspect`
+        "count" or "relation": that head's term alone."""
         count_logits, relation_logits = self(x)
         rows = torch.arange(len(x))
-        return (count_logits.log_softmax(-1)[rows, conditions[:, 0]]
-                + relation_logits.log_softmax(-1)[rows, conditions[:, 1]])
+        log_p_count = count_logits.log_softmax(-1)[rows, conditions[:, 0]]
+        log_p_relation = relation_logits.log_softmax(-1)[rows, conditions[:, 1]]
+        return {"both": log_p_count + log_p_relation, "count": log_p_count, "relation": log_p_relation}[aspect]
 
 
 def load_classifier(path: str = CLASSIFIER_WEIGHTS, device: str = "cpu") -> SceneClassifier:

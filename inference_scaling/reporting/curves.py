@@ -36,6 +36,7 @@ METRICS_SHOWN = [("accuracy", "accuracy"), ("count_accuracy", "count accuracy"),
                  ("verifier_score", "mean verifier score (own)"), ("is", "IS"), ("fid", "FID"), ("kid", "KID"),
                  ("precision", "precision"), ("recall", "recall")]
 COLUMNS = ["line", "nfe", "n_candidates", *[k for k, _ in METRICS_SHOWN], "nfe_search_per_condition",
+           "gflops_per_nfe", "gflops_per_condition",
            "search_seconds", *[f"{k}_{end}" for k, _ in METRICS_SHOWN for end in ("lo", "hi")], "job"]
 MULTIRUN = "multirun.yaml"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -98,13 +99,21 @@ def collect(folder: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (r["line"], r["nfe"]))
 
 
-def series(rows: list[dict], key: str) -> dict[str, list[tuple[int, float]]]:
-    """Per line, its (NFEs, value) points of metric `key`, skipping jobs without a value."""
-    points: dict[str, list[tuple[int, float]]] = {}
+# The x axes of the curves: the NFE budget per sample, or the denoising compute per sample (GFLOPs per NFE, as
+# inference_scaling.flops counts it, times the search's and the final render's NFEs), which compares model sizes.
+X_AXES = {"nfe": ("nfe", "NFEs per sample (search)"),
+          "gflops": ("gflops_per_condition", "GFLOPs per sample (denoising: search + final)")}
+
+
+def series(rows: list[dict], key: str, x: str = "nfe") -> dict[str, list[tuple[float, float]]]:
+    """Per line, its (x, value) points of metric `key` in increasing x, skipping jobs without either; `x` is a key
+    of X_AXES."""
+    column = X_AXES[x][0]
+    points: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
-        if r.get(key) is not None:
-            points.setdefault(r["line"], []).append((r["nfe"], r[key]))
-    return dict(sorted(points.items()))
+        if r.get(key) is not None and r.get(column) is not None:
+            points.setdefault(r["line"], []).append((r[column], r[key]))
+    return {line: sorted(p) for line, p in sorted(points.items())}
 
 
 class SweepNotListed(ValueError):
@@ -257,27 +266,28 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def plot(rows: list[dict], folder: Path) -> None:
+def plot(rows: list[dict], folder: Path, x: str = "nfe") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    column, xlabel = X_AXES[x]
     plotted = [(k, t) for k, t in METRICS_SHOWN if any(k in r for r in rows)]
     columns = 4
     rows_of_panels = -(-(len(plotted) + 1) // columns)  # one spare panel holds the legend
     fig, axes = plt.subplots(rows_of_panels, columns, figsize=(3.4 * columns, 3.0 * rows_of_panels), squeeze=False)
     for ax, (key, title) in zip(axes.flat, plotted):
-        for line, points in series(rows, key).items():
-            x, y = zip(*points)
-            (drawn,) = ax.plot(x, y, marker="o", label=line)
-            band = [(r["nfe"], r[f"{key}_lo"], r[f"{key}_hi"]) for r in rows
-                    if r["line"] == line and r.get(f"{key}_lo") is not None]
+        for line, points in series(rows, key, x).items():
+            xs, ys = zip(*points)
+            (drawn,) = ax.plot(xs, ys, marker="o", label=line)
+            band = sorted((r[column], r[f"{key}_lo"], r[f"{key}_hi"]) for r in rows
+                          if r["line"] == line and r.get(column) is not None and r.get(f"{key}_lo") is not None)
             if len(band) == len(points):  # the 95 % bootstrap interval over conditions
                 bx, lo, hi = zip(*band)
                 ax.fill_between(bx, lo, hi, color=drawn.get_color(), alpha=0.15, linewidth=0)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("NFEs per sample (search)")
+        ax.set_xlabel(xlabel)
         ax.set_title(title)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(plotted):]:
@@ -291,15 +301,16 @@ def plot(rows: list[dict], folder: Path) -> None:
     _atomic_write(folder / "scaling.png", buffer.getvalue())
 
 
-def report(folder: Path) -> tuple[list[dict], StudyStatus]:
-    """Write scaling.png, scaling.csv and scaling.md into `folder`; the rows drawn and the jobs left out."""
+def report(folder: Path, x: str = "nfe") -> tuple[list[dict], StudyStatus]:
+    """Write scaling.png (x axis: a key of X_AXES), scaling.csv and scaling.md into `folder`; the rows drawn and
+    the jobs left out."""
     status = study_status(folder)
     rows = collect(folder)
     if not rows:
         pending = "".join(f"; {line}" for line in status.lines())
         raise FileNotFoundError(f"no finished job (a folder with {METRICS}) below {str(folder)!r}{pending}")
     write_table(rows, folder, status)
-    plot(rows, folder)
+    plot(rows, folder, x)
     return rows, status
 
 
@@ -310,11 +321,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--strict", action="store_true", help="exit 1, after writing, if a job is unfinished or missing")
     parser.add_argument("--wandb", action="store_true",
                         help="also log the table, one line plot per metric and scaling.png as the study group's run 'report'")
+    parser.add_argument("--x", choices=list(X_AXES), default="nfe",
+                        help="the curves' x axis: NFEs per sample, or denoising GFLOPs per sample (compares model sizes)")
     parser.add_argument("--wandb-mode", choices=["offline", "online", "disabled"], default="offline")
     parser.add_argument("--wandb-project", default="inference-scaling")
     args = parser.parse_args(argv)
     try:
-        rows, status = report(args.folder)
+        rows, status = report(args.folder, args.x)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -324,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {len(rows)} jobs: {args.folder / 'scaling.png'}, {args.folder / 'scaling.csv'}, {args.folder / 'scaling.md'}")
     if args.wandb:
         log_report(WandbConfig(mode=args.wandb_mode, project=args.wandb_project), args.folder, rows,
-                   study_group(args.folder))
+                   study_group(args.folder), args.x)
     if args.strict and status.incomplete:
         sys.exit(1)
 

@@ -25,8 +25,9 @@ from inference_scaling.reporting.records import METRICS, _atomic_write
 BASELINE = "no search"
 
 
-def collect(folder: Path) -> list[dict]:
-    """Per finished whole job below `folder`: its verifier, search, NFEs, candidates and metric_* scores."""
+def collect(folder: Path, per_category: str = "") -> list[dict]:
+    """Per finished whole job below `folder`: its verifier, search, NFEs, candidates and metric_* scores, or with
+    `per_category` that metric's score per category (`<per_category>/<category>`, e.g. T2I-CompBench's)."""
     jobs = []
     for metrics_file in sorted(folder.rglob(METRICS)):
         cfg = OmegaConf.load(metrics_file.parent / "config.yaml")
@@ -35,8 +36,10 @@ def collect(folder: Path) -> list[dict]:
         metrics = json.loads(metrics_file.read_text())
         jobs.append({"verifier": cfg.verifier.name, "search": cfg.search.name, "nfe": metrics["nfe"],
                      "n_candidates": metrics["n_candidates"], "job": str(metrics_file.parent.relative_to(folder)),
-                     "scores": {k[len("metric_"):]: v for k, v in metrics.items()
-                                if k.startswith("metric_") and "/" not in k}})
+                     "scores": ({k[len(per_category) + 1:]: v for k, v in metrics.items()
+                                 if k.startswith(per_category + "/")} if per_category else
+                                {k[len("metric_"):]: v for k, v in metrics.items()
+                                 if k.startswith("metric_") and "/" not in k})})
     return jobs
 
 
@@ -44,7 +47,8 @@ def build(jobs: list[dict], nfe: int | None = None) -> tuple[list[str], list[tup
     """(metric labels, [(row name, {metric: score})]) with the no-search row first."""
     metrics = sorted({m for job in jobs for m in job["scores"]})
     if not metrics:
-        raise ValueError("no job scored evaluation metrics; run the study with benchmark.metrics=[...]")
+        raise ValueError("no job scored evaluation metrics (run the study with benchmark.metrics=[...]), or none "
+                         "has the --per-category metric")
     baseline = [job for job in jobs if job["n_candidates"] == 1]
     rows = []
     if baseline:
@@ -130,15 +134,28 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Search verifier × evaluation metric table (the paper's Table 2).")
     parser.add_argument("folder", type=Path, help="a study folder (multirun folders of the verifiers' sweeps)")
     parser.add_argument("--nfe", type=int, default=None, help="the search budget to show (default: each row's largest)")
+    parser.add_argument("--per-category", default="", metavar="METRIC",
+                        help="columns: METRIC per category (METRIC/<category> in metrics.json, e.g. compbench) "
+                             "instead of the evaluation metrics")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the table and the heatmap as the study group's run 'report'")
+    parser.add_argument("--wandb-mode", choices=["offline", "online", "disabled"], default="offline")
+    parser.add_argument("--wandb-project", default="inference-scaling")
     args = parser.parse_args(argv)
     try:
-        metrics, rows = build(collect(args.folder), args.nfe)
+        metrics, rows = build(collect(args.folder, args.per_category), args.nfe)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     write(args.folder, metrics, rows)
     print((args.folder / "table.md").read_text(), end="")
     print(f"wrote {args.folder / 'table.md'}, {args.folder / 'table.csv'}, {args.folder / 'table.png'}")
+    if args.wandb:
+        from inference_scaling.config import WandbConfig
+        from inference_scaling.reporting.wandb_logger import log_table, study_group
+
+        log_table(WandbConfig(mode=args.wandb_mode, project=args.wandb_project), args.folder, metrics, rows,
+                  study_group(args.folder))
 
 
 if __name__ == "__main__":

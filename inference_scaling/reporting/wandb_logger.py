@@ -111,26 +111,46 @@ def finish_job(run, metrics: dict, out: Path) -> None:
     run.finish()
 
 
-def log_report(wandb_cfg, folder: Path, rows: list[dict], group: str) -> None:
+def log_report(wandb_cfg, folder: Path, rows: list[dict], group: str, x: str = "nfe") -> None:
     """The report of the study in `folder` as the group's run "report" (resumed by every report of the folder): the
-    scaling table, one line plot per metric (x = NFEs, one series per line) and scaling.png."""
+    scaling table, one line plot per metric (x: NFEs or GFLOPs per sample, one series per line) and scaling.png."""
     import wandb
 
-    from inference_scaling.reporting.curves import COLUMNS, METRICS_SHOWN, series
+    from inference_scaling.reporting.curves import COLUMNS, METRICS_SHOWN, X_AXES, series
 
     folder = Path(folder)
     run = _init(wandb_cfg, folder, _read_or_create(folder / REPORT_ID_FILE, _new_run_id()), group, "report", "report")
     columns = [c for c in COLUMNS if any(c in r for r in rows)]
     logged = {"scaling_table": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])}
     for key, title in METRICS_SHOWN:
-        lines = series(rows, key)
+        lines = series(rows, key, x)
         if lines:
             logged[f"scaling/{key}"] = wandb.plot.line_series(
-                xs=[[x for x, _ in points] for points in lines.values()],
-                ys=[[y for _, y in points] for points in lines.values()],
-                keys=list(lines), title=title, xname="nfe")
+                xs=[[px for px, _ in points] for points in lines.values()],
+                ys=[[py for _, py in points] for points in lines.values()],
+                keys=list(lines), title=title, xname=X_AXES[x][0])
     if (folder / "scaling.png").exists():
         logged["scaling"] = wandb.Image(str(folder / "scaling.png"))
+    run.log(logged)
+    run.finish()
+
+
+def log_table(wandb_cfg, folder: Path, metrics: list[str], rows: list[tuple[str, dict]], group: str) -> None:
+    """The verifier × metric table of the study in `folder` (inference_scaling.reporting.table) as the group's run
+    "report": the scores, the gains over no search and table.png."""
+    import wandb
+
+    from inference_scaling.reporting.table import gains
+
+    folder = Path(folder)
+    run = _init(wandb_cfg, folder, _read_or_create(folder / REPORT_ID_FILE, _new_run_id()), group, "report", "report")
+    by_name = dict(gains(metrics, rows))
+    columns = ["search verifier", *metrics, *(f"gain_{m}" for m in metrics)]
+    data = [[name, *(scores.get(m) for m in metrics), *(by_name.get(name, {}).get(m) for m in metrics)]
+            for name, scores in rows]
+    logged = {"verifier_metric_table": wandb.Table(columns=columns, data=data)}
+    if (folder / "table.png").exists():
+        logged["verifier_metric_heatmap"] = wandb.Image(str(folder / "table.png"))
     run.log(logged)
     run.finish()
 
