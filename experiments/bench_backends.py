@@ -37,7 +37,7 @@ from inference_scaling.denoiser import EmbeddedConditions  # noqa: E402
 from inference_scaling.models import load_model  # noqa: E402
 from inference_scaling.nfe import DecodeCounter, NFECounter  # noqa: E402
 from inference_scaling.sampling import get_solver  # noqa: E402
-from inference_scaling.search import RandomSearch, SearchTask  # noqa: E402
+from inference_scaling.search import SearchTask, build_search  # noqa: E402
 from inference_scaling.search.base import batches  # noqa: E402
 from inference_scaling.verifiers import build_verifier  # noqa: E402
 
@@ -157,19 +157,30 @@ def nfe_costs(name: str, model, rows, args) -> None:
                       "decode_batch": args.decode_batch, "spread_s": [low, high]}), flush=True)
 
 
-def search_over_plain(name: str, model, cfg, rows, verifier, args) -> None:
-    """Random search (noise draws, decode, verifier, bookkeeping) against plain batched solves of as many NFEs."""
-    counter, decoder = NFECounter(model), DecodeCounter(model.decode)
+def search_over_plain(name: str, model, cfg, rows, verifier, args, search_name: str = "random") -> None:
+    """A search (noise draws, decode, verifier, bookkeeping) against plain batched solves of as many NFEs: warm-up
+    of both sides, then pairs in alternating order; the search's wall time split into denoiser, noise, decode,
+    verifier and the rest (medians)."""
+    from bench_throughput import Stopwatch
+
+    in_denoiser, in_noise = Stopwatch(args.device), Stopwatch(args.device)
+    counter, decoder = NFECounter(in_denoiser.wrap(model)), DecodeCounter(model.decode)
     denoiser = model.guided(counter, cfg.model.guidance)
     solver, sigmas = get_solver(cfg.model.solver), search_sigmas(cfg.model)
     conditions = BENCHMARKS[cfg.benchmark.name](cfg.benchmark).conditions()
-    task = SearchTask(denoiser=denoiser, solver=solver, sigmas=sigmas, cost_per_sample=search_cost(cfg.model),
-                      conds=rows, condition_ids=conditions.ids, noise_shape=model.noise_shape, seed=0,
-                      verifier=verifier, max_batch_size=args.max_batch_size, device=args.device,
-                      prompts=conditions.prompts, labels=conditions.labels, decode=decoder)
-    search = RandomSearch()
+
+    class TimedTask(SearchTask):
+        def noise(self, rows, indices):
+            return in_noise.wrap(super().noise)(rows, indices)
+
+    task = TimedTask(denoiser=denoiser, solver=solver, sigmas=sigmas, cost_per_sample=search_cost(cfg.model),
+                     conds=rows, condition_ids=conditions.ids, noise_shape=model.noise_shape, seed=0,
+                     verifier=verifier, max_batch_size=args.max_batch_size, device=args.device,
+                     prompts=conditions.prompts, labels=conditions.labels, decode=decoder)
+    search = build_search(search_name)
     budget = args.candidates * task.cost_per_sample
-    samples = args.candidates * len(conditions.ids)
+    search(task, budget)  # warm-up, and the NFEs a run spends
+    samples = counter.count // task.cost_per_sample
     flat = torch.arange(samples) % len(conditions.ids)
 
     def plain() -> None:
@@ -177,13 +188,14 @@ def search_over_plain(name: str, model, cfg, rows, verifier, args) -> None:
         for part in batches(samples, args.max_batch_size):
             solver(denoiser, x[part], sigmas, rows[flat[part]].to(args.device))
 
+    plain()  # warm-up
     rates = {"plain": [], "search": []}
-    decode_share, verifier_share = [], []
-    for fn in (plain, lambda: search(task, budget)):  # warm-up
-        fn()
-    for _ in range(args.repeats):
-        for side, fn in (("plain", plain), ("search", lambda: search(task, budget))):
+    shares = {part: [] for part in ("denoiser", "noise", "decode", "verifier", "rest")}
+    for repeat in range(args.repeats):
+        order = [("plain", plain), ("search", lambda: search(task, budget))]
+        for side, fn in order if repeat % 2 == 0 else order[::-1]:
             counter.count, decoder.seconds, verifier.cost.seconds = 0, 0.0, 0.0
+            in_denoiser.seconds = in_noise.seconds = 0.0
             synced(args.device)
             start = time.perf_counter()
             fn()
@@ -191,17 +203,20 @@ def search_over_plain(name: str, model, cfg, rows, verifier, args) -> None:
             seconds = time.perf_counter() - start
             rates[side].append(counter.count / seconds)
             if side == "search":
-                decode_share.append(decoder.seconds / seconds)
-                verifier_share.append(verifier.cost.seconds / seconds)
+                parts = {"denoiser": in_denoiser.seconds, "noise": in_noise.seconds, "decode": decoder.seconds,
+                         "verifier": verifier.cost.seconds}
+                parts["rest"] = seconds - sum(parts.values())
+                for part, value in parts.items():
+                    shares[part].append(value / seconds)
     median = {side: statistics.median(v) for side, v in rates.items()}
-    print(json.dumps({"backend": name, "search": "random", "conditions": len(conditions.ids),
-                      "candidates": args.candidates, "nfe_per_candidate": task.cost_per_sample,
-                      "plain_nfe_per_s": median["plain"], "search_nfe_per_s": median["search"],
-                      "ratio_search_over_plain": median["search"] / median["plain"],
-                      "spread_ratio": [min(rates["search"]) / max(rates["plain"]),
-                                       max(rates["search"]) / min(rates["plain"])],
-                      "search_share_decode": statistics.median(decode_share),
-                      "search_share_verifier": statistics.median(verifier_share)}), flush=True)
+    print(json.dumps({"backend": name, "search": search_name, "conditions": len(conditions.ids),
+                      "budget_candidates": args.candidates, "nfe_per_candidate": task.cost_per_sample,
+                      "plain_nfe_per_s": round(median["plain"], 1), "search_nfe_per_s": round(median["search"], 1),
+                      "ratio_search_over_plain": round(median["search"] / median["plain"], 3),
+                      "plain_range": [round(min(rates["plain"]), 1), round(max(rates["plain"]), 1)],
+                      "search_range": [round(min(rates["search"]), 1), round(max(rates["search"]), 1)],
+                      "search_seconds_share": {k: round(statistics.median(v), 3) for k, v in shares.items()}}),
+          flush=True)
 
 
 def main() -> None:
@@ -214,7 +229,10 @@ def main() -> None:
     parser.add_argument("--decode-batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--search-on", default="sit", help="backends whose search/plain ratio is measured")
-    parser.add_argument("--candidates", type=int, default=8, help="random search N per condition")
+    parser.add_argument("--candidates", type=int, default=16, help="the budget, in candidates of the search sampler")
+    parser.add_argument("--per-class", type=int, default=8,
+                        help="conditions per class or prompt: 8 fill the search's batches of 32")
+    parser.add_argument("--searches", default="random", help="the algorithms measured, e.g. random,zero_order,paths")
     parser.add_argument("--search-steps", type=int, default=4)
     parser.add_argument("--max-batch-size", type=int, default=32)
     args = parser.parse_args()
@@ -232,7 +250,8 @@ def main() -> None:
         tokenizer.save_pretrained(clip)
         for name in args.backends.split(","):
             overrides = [*folders[name], f"model.device={args.device}", f"model.dtype={args.dtype}",
-                         f"model.search_steps={args.search_steps}", "logger=none", "progress=false"]
+                         f"model.search_steps={args.search_steps}", f"benchmark.per_class={args.per_class}",
+                         "logger=none", "progress=false"]
             cfg = OmegaConf.to_object(compose(config_name="config", overrides=overrides))
             model = load_model(cfg.model)
             rows = model.encode(BENCHMARKS[cfg.benchmark.name](cfg.benchmark).conditions())
@@ -245,7 +264,9 @@ def main() -> None:
                 kind = "clip_zeroshot" if cfg.benchmark.name == "imagenet" else "clip_score"
                 verifier_cfg = OmegaConf.to_object(compose(config_name="config", overrides=[
                     *overrides, f"verifier={kind}", f"verifier.clip={clip}"])).verifier
-                search_over_plain(name, model, cfg, rows, build_verifier(verifier_cfg, args.device), args)
+                for search_name in args.searches.split(","):
+                    search_over_plain(name, model, cfg, rows, build_verifier(verifier_cfg, args.device), args,
+                                      search_name)
 
 
 if __name__ == "__main__":

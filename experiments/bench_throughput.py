@@ -1,17 +1,21 @@
-"""NFE throughput of each search algorithm against plain batched sampling of the same model.
+"""NFE throughput of each search algorithm against plain batched sampling of the same model, with a profile.
 
     python experiments/bench_throughput.py [--per-class 100] [--budget 96] [--repeats 5] [--device cpu]
 
 Every side runs the same model, solver, grid and batch size. Plain sampling draws all noise in one
 `torch.randn` call and solves it in batches, nothing else; a search also draws its noises from
 (seed, condition, index), scores candidates with the verifier, keeps the best and (paths, FK steering)
-stops and renoises the sampler. Prints, per algorithm, the median NFE/s over `--repeats` runs alternating with
-plain sampling of as many NFEs, and the ratio (1.0 = the search loop costs nothing beyond its NFEs).
+stops and renoises the sampler. Per algorithm: one warm-up run of each side, then `--repeats` pairs in alternating
+order (plain first in even pairs, search first in odd ones); prints the median NFE/s of each side with its range
+(min–max), the ratio of the medians (1.0 = the search loop costs nothing beyond its NFEs), and where a search run's
+wall time goes: the denoiser, noise generation, the verifier, decoding (none for the embedded model) and the rest
+(the algorithm's own bookkeeping: selection, indexing, copies), as medians over the timed runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -27,6 +31,26 @@ from inference_scaling.search.base import batches
 from inference_scaling.verifiers import build_verifier
 
 
+class Stopwatch:
+    """Seconds spent in wrapped calls (synchronising a CUDA device around each, so the time is the work's)."""
+
+    def __init__(self, device: str):
+        self.seconds = 0.0
+        self.cuda = device.startswith("cuda")
+
+    def wrap(self, fn):
+        def timed(*args, **kwargs):
+            if self.cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.seconds += time.perf_counter() - start
+            return out
+        return timed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=100)
@@ -38,14 +62,24 @@ def main() -> None:
     parser.add_argument("--searches", default=",".join(SEARCHES))
     args = parser.parse_args()
 
-    counter = NFECounter(DigitsDenoiser(load_flow(device=args.device)))
+    network = DigitsDenoiser(load_flow(device=args.device))
+    in_denoiser = Stopwatch(args.device)
+    counter = NFECounter(in_denoiser.wrap(network))
     denoiser = GuidedDenoiser(counter, 1.0, torch.tensor([NULL_CLASS]))
     sigmas = linear_sigmas(args.steps)
     labels = torch.arange(10).repeat(args.per_class)
-    task = SearchTask(denoiser=denoiser, solver=heun, sigmas=sigmas, cost_per_sample=solver_nfe("heun", sigmas),
+    verifier = build_verifier("classifier_prob", device=args.device)
+    base = SearchTask(denoiser=denoiser, solver=heun, sigmas=sigmas, cost_per_sample=solver_nfe("heun", sigmas),
                       conds=labels, condition_ids=torch.arange(len(labels)), noise_shape=(1, 8, 8), seed=0,
-                      verifier=build_verifier("classifier_prob", device=args.device),
-                      max_batch_size=args.max_batch_size, device=args.device)
+                      verifier=verifier, max_batch_size=args.max_batch_size, device=args.device)
+    in_noise, in_decode = Stopwatch(args.device), Stopwatch(args.device)
+
+    class TimedTask(SearchTask):
+        def noise(self, rows, indices):
+            return in_noise.wrap(super().noise)(rows, indices)
+
+    task = TimedTask(**{f.name: getattr(base, f.name) for f in dataclasses.fields(SearchTask)})
+    task.decode = in_decode.wrap(task.decode)
 
     def plain(samples: int) -> None:
         flat = labels.repeat(-(-samples // len(labels)))[:samples].to(args.device)
@@ -53,33 +87,47 @@ def main() -> None:
         for part in batches(samples, args.max_batch_size):
             heun(denoiser, x[part], sigmas, flat[part])
 
-    def timed(fn) -> tuple[float, int]:
+    def timed(fn) -> dict:
         counter.count = 0
+        for watch in (in_denoiser, in_noise, in_decode):
+            watch.seconds = 0.0
+        verifier_before = verifier.cost.seconds
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
         fn()
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
-        return time.perf_counter() - start, counter.count
+        wall = time.perf_counter() - start
+        parts = {"denoiser": in_denoiser.seconds, "noise": in_noise.seconds,
+                 "verifier": verifier.cost.seconds - verifier_before, "decode": in_decode.seconds}
+        parts["rest"] = wall - sum(parts.values())
+        return {"seconds": wall, "nfes": counter.count, "parts": parts}
 
-    rows = []
     for name in args.searches.split(","):
         search = build_search(name)
-        _, nfes = timed(lambda: search(task, args.budget))  # warm-up, and the NFEs a run spends
+        run_search = lambda: search(task, args.budget)  # noqa: E731
+        nfes = timed(run_search)["nfes"]  # warm-up, and the NFEs a run spends
         samples = nfes // task.cost_per_sample
-        timed(lambda: plain(samples))
-        rates = {"search": [], "plain": []}
-        for _ in range(args.repeats):
-            for side, fn in (("plain", lambda: plain(samples)), ("search", lambda: search(task, args.budget))):
-                seconds, counted = timed(fn)
-                rates[side].append(counted / seconds)
+        run_plain = lambda: plain(samples)  # noqa: E731
+        timed(run_plain)  # warm-up
+        runs = {"search": [], "plain": []}
+        for repeat in range(args.repeats):
+            order = [("plain", run_plain), ("search", run_search)]
+            for side, fn in order if repeat % 2 == 0 else order[::-1]:
+                runs[side].append(timed(fn))
+        rates = {side: [r["nfes"] / r["seconds"] for r in v] for side, v in runs.items()}
         median = {side: statistics.median(v) for side, v in rates.items()}
-        rows.append({"search": name, "nfes_per_run": nfes, "plain_nfe_per_s": round(median["plain"]),
-                     "search_nfe_per_s": round(median["search"]),
-                     "ratio_search_over_plain": round(median["search"] / median["plain"], 3)})
-        print(json.dumps({"device": args.device, "threads": torch.get_num_threads(), "conditions": len(labels),
-                          "budget": args.budget, **rows[-1]}), flush=True)
+        share = {part: statistics.median(r["parts"][part] / r["seconds"] for r in runs["search"])
+                 for part in runs["search"][0]["parts"]}
+        print(json.dumps({
+            "device": args.device, "threads": torch.get_num_threads(), "conditions": len(labels),
+            "budget": args.budget, "search": name, "nfes_per_run": nfes, "repeats": args.repeats,
+            "plain_nfe_per_s": round(median["plain"]), "plain_range": [round(min(rates["plain"])), round(max(rates["plain"]))],
+            "search_nfe_per_s": round(median["search"]),
+            "search_range": [round(min(rates["search"])), round(max(rates["search"]))],
+            "ratio_search_over_plain": round(median["search"] / median["plain"], 3),
+            "search_seconds_share": {part: round(v, 3) for part, v in share.items()}}), flush=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import torch
 from inference_scaling.denoiser import GuidedDenoiser
 from inference_scaling.models.digits import DigitsDenoiser, load_flow
 from inference_scaling.nfe import BudgetError, NFECounter, check_budget
-from inference_scaling.noise import candidate_noise
+from inference_scaling.noise import candidate_noise, noise_seed, noise_seeds
 from inference_scaling.sampling import heun, linear_sigmas
 from inference_scaling.search import RandomSearch, SearchTask
 from inference_scaling.search.base import keep_best
@@ -22,6 +22,19 @@ def test_noise_depends_only_on_seed_condition_and_index():
     assert not torch.equal(batch[0], batch[1]) and not torch.equal(batch[0], batch[2])
     assert not torch.equal(candidate_noise(4, conds, idx, (1, 8, 8)), batch)
     assert abs(candidate_noise(0, torch.zeros(2000, dtype=torch.long), torch.arange(2000), (64,)).std() - 1) < 0.01
+
+
+def test_array_seeds_are_the_scalar_seeds_and_each_noise_its_own_generators():
+    """The seeds computed on arrays equal the scalar 64-bit mix, at the ends of the ranges too, and each row of
+    candidate_noise is torch.randn from a generator seeded with its seed (the noises of every earlier run)."""
+    conds = torch.tensor([0, 1, 2**40, 2**63 - 1, 7, 123_456_789])
+    idx = torch.tensor([0, 2**31 - 1, 5, 0, 2**62, 3])
+    for seed in (0, 1, 2**62, 2**64 - 1):
+        assert noise_seeds(seed, conds, idx) == [noise_seed(seed, c, i) for c, i in zip(conds.tolist(), idx.tolist())]
+    noise = candidate_noise(11, conds, idx, (2, 3))
+    for row, (c, i) in enumerate(zip(conds.tolist(), idx.tolist())):
+        generator = torch.Generator().manual_seed(noise_seed(11, c, i))
+        assert torch.equal(noise[row], torch.randn((2, 3), generator=generator))
 
 
 def test_check_budget():

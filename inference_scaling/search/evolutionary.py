@@ -192,12 +192,12 @@ class EvolutionarySearch:
         last = torch.full((c,), -1, dtype=torch.long).scatter_reduce(
             0, pop.record_rows[below], below.nonzero().squeeze(1), "amax")
         assert torch.equal(pop.record_index[last], chosen), "records disagree with the scores"
-        lineage = []
-        for r in range(c):
-            path = [int(chosen[r])]
-            while int(pop.parent[r, path[-1]]) >= 0:
-                path.append(int(pop.parent[r, path[-1]]))
-            lineage.append({"algorithm": "evolutionary", "row": r, "condition_id": int(pop.ids[r]),
+        lineage, parents, ids = [], pop.parent.tolist(), pop.ids.tolist()
+        for r, best in enumerate(chosen.tolist()):
+            path = [best]
+            while parents[r][path[-1]] >= 0:
+                path.append(parents[r][path[-1]])
+            lineage.append({"algorithm": "evolutionary", "row": r, "condition_id": ids[r],
                             "mutation": self.mutation, "initial": path[-1], "mutations": path[-2::-1]})
         return SearchResult(images=pop.record_images[last], chosen=chosen,
                             scores=candidate_scores.gather(1, chosen[:, None]).squeeze(1),

@@ -140,7 +140,7 @@ class FKSteering:
         rounds = self.rounds()
         # 1. K particles per condition, solved to the first resampling level.
         x = solve_between(task, task.noise(rows, slots), rows, 1.0, rounds[0][0]).cpu()
-        paths = [{"initial": i, "rounds": []} for i in slots.tolist()]
+        origin, history = slots, []  # per particle: its initial noise, and its noise index in every round
         candidate_scores = torch.empty(c, (len(rounds) + 1) * K)
         past = None
         for r, (sigma, up, down) in enumerate(tqdm(rounds, desc="FK steering", disable=not self.progress, leave=False)):
@@ -157,17 +157,19 @@ class FKSteering:
             x = torch.cat([solve_between(task, renoise(x[p].to(task.device), sigma, up, task.noise(rows[p], indices[p])),
                                          rows[p], up, down).cpu()
                            for p in batches(c * K, task.max_batch_size)])
-            paths = [{"initial": paths[a]["initial"],
-                      "rounds": paths[a]["rounds"] + [{"sigma": sigma, "sigma_up": up, "sigma_down": down,
-                                                       "noise": int(i)}]}
-                     for a, i in zip(ancestor.tolist(), indices.tolist())]
+            origin = origin[ancestor]  # a particle's path: its ancestor's, then this round's noise
+            history = [h[ancestor] for h in history] + [indices]
         # 4. Best-of-K over the final (clean) particles.
         s = self._score(task, x, rows, 0.0, K).view(c, K)
         candidate_scores[:, -K:] = s
         best = comparable(s).argmax(dim=1)
         flat = torch.arange(c) * K + best
+        noises = torch.stack(history, dim=1)[flat].tolist()
         lineage = [{"algorithm": "fk_steering", "row": row, "condition_id": int(task.condition_ids[row]),
-                    "sigma_start": rounds[0][0], **paths[k]} for row, k in enumerate(flat.tolist())]
+                    "sigma_start": rounds[0][0], "initial": int(origin[k]),
+                    "rounds": [{"sigma": sigma, "sigma_up": up, "sigma_down": down, "noise": noise}
+                               for (sigma, up, down), noise in zip(rounds, noises[row])]}
+                   for row, k in enumerate(flat.tolist())]
         return SearchResult(images=x[flat], chosen=torch.tensor([p["rounds"][-1]["noise"] for p in lineage]),
                             scores=s.gather(1, best[:, None]).squeeze(1), candidate_scores=candidate_scores,
                             n_candidates=candidate_scores.shape[1], verifier_calls=candidate_scores.numel(),

@@ -108,7 +108,8 @@ class SearchOverPaths:
         # 1. N initial noises per condition, solved to σ_start.
         initial = torch.arange(N).repeat(c)
         states = solve_between(task, task.noise(rows, initial), rows, 1.0, self.sigma_start).cpu()
-        paths = [{"initial": i, "rounds": []} for i in initial.tolist()]
+        origin = initial  # per survivor: its initial noise, and below its branch's noise index in every round
+        history: list[Tensor] = []
         rounds = self.rounds()
         candidate_scores = torch.empty(c, len(rounds) * N * M)
         for r, (sigma, up, down) in enumerate(tqdm(rounds, desc="search over paths", disable=not self.progress,
@@ -121,17 +122,17 @@ class SearchOverPaths:
             candidate_scores[:, r * N * M:(r + 1) * N * M] = s.view(c, N * M)
             keep = torch.sort(comparable(s).view(c, N * M), dim=1, descending=True, stable=True).indices[:, :N]
             keep = (keep + torch.arange(c)[:, None] * N * M).flatten()
-            parent_of = parent.tolist()
             states = states[keep]
-            paths = [{"initial": paths[parent_of[k]]["initial"],
-                      "rounds": paths[parent_of[k]]["rounds"] + [{"sigma": sigma, "sigma_up": up, "sigma_down": down,
-                                                               "noise": int(indices[k])}]}
-                     for k in keep.tolist()]
+            origin = origin[parent[keep]]  # the survivors' paths: their parents' paths, then this round's noise
+            history = [h[parent[keep]] for h in history] + [indices[keep]]
             survivor_scores = s[keep].view(c, N)
         # 4. Random search over the N survivors, now clean samples scored in the last round: they are sorted.
         best = torch.arange(c) * N
+        noises = torch.stack(history, dim=1)[best].tolist() if history else [[] for _ in range(c)]
         lineage = [{"algorithm": "paths", "row": row, "condition_id": int(task.condition_ids[row]),
-                    "sigma_start": self.sigma_start, **paths[best[row]]} for row in range(c)]
+                    "sigma_start": self.sigma_start, "initial": int(origin[best[row]]),
+                    "rounds": [{"sigma": sigma, "sigma_up": up, "sigma_down": down, "noise": noise}
+                               for (sigma, up, down), noise in zip(rounds, noises[row])]} for row in range(c)]
         return SearchResult(images=states[best], chosen=torch.tensor([p["rounds"][-1]["noise"] for p in lineage]),
                             scores=survivor_scores[:, 0], candidate_scores=candidate_scores,
                             n_candidates=candidate_scores.shape[1], verifier_calls=candidate_scores.numel(),
