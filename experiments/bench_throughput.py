@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--searches", default=",".join(SEARCHES))
+    parser.add_argument("--noise", default="torch", choices=("torch", "counter"), help="the candidate noise generator")
     args = parser.parse_args()
 
     network = DigitsDenoiser(load_flow(device=args.device))
@@ -71,7 +72,8 @@ def main() -> None:
     verifier = build_verifier("classifier_prob", device=args.device)
     base = SearchTask(denoiser=denoiser, solver=heun, sigmas=sigmas, cost_per_sample=solver_nfe("heun", sigmas),
                       conds=labels, condition_ids=torch.arange(len(labels)), noise_shape=(1, 8, 8), seed=0,
-                      verifier=verifier, max_batch_size=args.max_batch_size, device=args.device)
+                      verifier=verifier, max_batch_size=args.max_batch_size, device=args.device,
+                      noise_generator=args.noise)
     in_noise, in_decode = Stopwatch(args.device), Stopwatch(args.device)
 
     class TimedTask(SearchTask):
@@ -122,7 +124,7 @@ def main() -> None:
                  for part in runs["search"][0]["parts"]}
         print(json.dumps({
             "device": args.device, "threads": torch.get_num_threads(), "conditions": len(labels),
-            "budget": args.budget, "search": name, "nfes_per_run": nfes, "repeats": args.repeats,
+            "budget": args.budget, "noise": args.noise, "search": name, "nfes_per_run": nfes, "repeats": args.repeats,
             "plain_nfe_per_s": round(median["plain"]), "plain_range": [round(min(rates["plain"])), round(max(rates["plain"]))],
             "search_nfe_per_s": round(median["search"]),
             "search_range": [round(min(rates["search"])), round(max(rates["search"]))],

@@ -145,6 +145,9 @@ class Config:
     logger: LoggerConfig = MISSING
     benchmark: BenchmarkConfig = MISSING
     seed: int = 0
+    # How candidate noises are drawn from (seed, condition, index) (inference_scaling.noise): torch (a CPU generator
+    # per candidate, the README's tables) | counter (batched on the model's device; other numbers)
+    noise: str = "torch"
     progress: bool = True
     save_images: bool = True
     label: Optional[str] = None  # the line this job belongs to in scaling figures (default: search / verifier / model)
@@ -331,6 +334,10 @@ def validate(cfg: Config) -> int:
     _at_least("search.max_batch_size", cfg.search.max_batch_size, 1)
     _at_least("benchmark.per_class", cfg.benchmark.per_class, 1)
     _at_least("benchmark.kid_subset_size", cfg.benchmark.kid_subset_size, 2)
+    from inference_scaling.noise import GENERATORS
+
+    if cfg.noise not in GENERATORS:
+        raise ConfigError(f"noise={cfg.noise!r}; choose one of: {', '.join(GENERATORS)}")
     if cfg.logger.backend not in LOGGER_BACKENDS:
         raise ConfigError(f"logger.backend={cfg.logger.backend!r}; choose one of: {', '.join(LOGGER_BACKENDS)}")
     if cfg.logger.wandb.mode not in WANDB_MODES:

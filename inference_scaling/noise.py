@@ -1,7 +1,15 @@
 """Noise as a function of (seed, condition id, candidate index) alone.
 
-Each candidate gets its own CPU generator seeded by a 64-bit mix of the three integers, so its noise does
-not depend on batch size, batch order, device or on which other candidates are drawn.
+Two generators keep that contract (`noise=torch` or `noise=counter` on the command line):
+
+- `torch` (the default, every table in the README): each candidate gets its own CPU generator (torch's
+  Mersenne twister) seeded by a 64-bit mix of the three integers, drawn candidate by candidate and copied to the
+  device; its noise does not depend on batch size, batch order, device or on the other candidates drawn.
+- `counter`: counter-based, batched and on the model's device. Element k of a candidate's noise comes from two
+  64-bit hashes (splitmix64's finaliser, as in Steele et al. 2014) of (candidate seed, 2k) and (candidate seed,
+  2k + 1), turned into a standard normal by the Box–Muller transform in float64. The values are independent of batch
+  size and order bit for bit; across device types they agree up to float64 rounding of log and cos (below float32's
+  resolution after the cast, but not guaranteed bit for bit). Other numbers than `torch`'s for the same seeds.
 """
 
 from __future__ import annotations
@@ -36,21 +44,75 @@ def _splitmix64_array(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def noise_seeds(seed: int, conditions: Tensor, indices: Tensor) -> list[int]:
-    """`noise_seed(seed, c, i)` of every (condition, index) pair, computed on arrays."""
+def _seed_array(seed: int, conditions: Tensor, indices: Tensor) -> np.ndarray:
+    """`noise_seed(seed, c, i)` of every (condition, index) pair as a uint64 array."""
     with np.errstate(over="ignore"):
         z = _splitmix64_array(np.full(len(indices), seed & _MASK, dtype=np.uint64))
         z = _splitmix64_array(z ^ conditions.numpy().astype(np.int64).view(np.uint64))
         z = _splitmix64_array(z ^ indices.numpy().astype(np.int64).view(np.uint64))
-    return (z & np.uint64((1 << 63) - 1)).tolist()
+    return z & np.uint64((1 << 63) - 1)
 
 
-def candidate_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """Standard normal noise of `shape` for each (condition, index) pair; returns (B, *shape) on CPU."""
+def noise_seeds(seed: int, conditions: Tensor, indices: Tensor) -> list[int]:
+    """`noise_seed(seed, c, i)` of every (condition, index) pair, computed on arrays."""
+    return _seed_array(seed, conditions, indices).tolist()
+
+
+GENERATORS = ("torch", "counter")
+
+
+def candidate_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...], generator: str = "torch",
+                    device: str = "cpu") -> Tensor:
+    """Standard normal noise of `shape` for each (condition, index) pair: (B, *shape) float32 on `device`."""
     assert conditions.shape == indices.shape and conditions.ndim == 1, "one condition id per candidate index"
+    if generator == "counter":
+        return counter_noise(seed, conditions, indices, shape, device)
+    assert generator == "torch", f"noise generator {generator!r}; choose one of: {', '.join(GENERATORS)}"
+    return _torch_noise(seed, conditions, indices, shape).to(device)
+
+
+def _torch_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """One CPU Mersenne-twister generator per candidate, seeded by `noise_seed`."""
     out = torch.empty(len(indices), *shape)
     gen = torch.Generator()
     for row, row_seed in zip(out, noise_seeds(seed, conditions.cpu(), indices.cpu())):
         gen.manual_seed(row_seed)
         row.normal_(generator=gen)  # in place: same numbers as torch.randn(shape, generator=gen)
     return out
+
+
+def _as_int64(value: int) -> int:
+    """A 64-bit pattern as the int64 that holds it."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GAMMA, _M1, _M2 = (_as_int64(v) for v in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _shr(z: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int64 bit patterns (torch's >> is arithmetic)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix64(z: Tensor) -> Tensor:
+    """splitmix64's finaliser on int64 bit patterns (multiplication wraps modulo 2**64, as in `_splitmix64`)."""
+    z = (z ^ _shr(z, 30)) * _M1
+    z = (z ^ _shr(z, 27)) * _M2
+    return z ^ _shr(z, 31)
+
+
+def counter_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...], device: str = "cpu") -> Tensor:
+    """The `counter` generator: every element of every candidate's noise in one batched computation on `device`."""
+    n = 1
+    for size in shape:
+        n *= size
+    keys = torch.from_numpy(_seed_array(seed, conditions.cpu(), indices.cpu()).view(np.int64)).to(device)  # < 2**63
+    pairs = (n + 1) // 2
+    counters = torch.arange(2 * pairs, dtype=torch.int64, device=device)
+    bits = _mix64(keys[:, None] + (counters[None, :] + 1) * _GAMMA)  # (B, 2·pairs) independent 64-bit words
+    uniform = (_shr(bits, 11).double() + 0.5) * 2.0 ** -53  # in (0, 1), 53 random bits each
+    u1, u2 = uniform[:, :pairs], uniform[:, pairs:]
+    radius = torch.sqrt(-2.0 * torch.log(u1))
+    angle = 2.0 * torch.pi * u2
+    normal = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)[:, :n]
+    return normal.float().view(len(indices), *shape)

@@ -85,7 +85,8 @@ def _run_chunks(cfg: Config, conditions: Conditions, plan: Plan, store: ChunkSto
     decoder = DecodeCounter(model.decode)
     base = dict(denoiser=model.guided(counter, cfg.model.guidance), solver=get_solver(cfg.model.solver),
                 sigmas=search_sigmas(cfg.model), cost_per_sample=search_cost(cfg.model),
-                noise_shape=model.noise_shape, seed=cfg.seed, max_batch_size=cfg.search.max_batch_size,
+                noise_shape=model.noise_shape, seed=cfg.seed, noise_generator=cfg.noise,
+                max_batch_size=cfg.search.max_batch_size,
                 device=cfg.model.device, decode=decoder if model.decodes else model.decode)
     streams = None
     if cfg.reuse and cache_root is not None and hasattr(search, "stream_type"):
@@ -273,7 +274,7 @@ def replay(cfg: Config, condition_position: int, chosen_index: int) -> torch.Ten
     conditions = BENCHMARKS[cfg.benchmark.name](cfg.benchmark).conditions()
     rows = model.encode(conditions)[[condition_position]]
     noise = candidate_noise(cfg.seed, conditions.ids[[condition_position]], torch.tensor([chosen_index]),
-                            model.noise_shape).to(cfg.model.device)
+                            model.noise_shape, cfg.noise, cfg.model.device)
     task = SearchTask(denoiser=model.guided(model, cfg.model.guidance), solver=get_solver(cfg.model.solver),
                       sigmas=final_sigmas(cfg.model), cost_per_sample=0, conds=rows, condition_ids=torch.zeros(1),
                       noise_shape=model.noise_shape, seed=cfg.seed, verifier=None, max_batch_size=1,

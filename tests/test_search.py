@@ -37,6 +37,40 @@ def test_array_seeds_are_the_scalar_seeds_and_each_noise_its_own_generators():
         assert torch.equal(noise[row], torch.randn((2, 3), generator=generator))
 
 
+def test_counter_noise_keeps_the_contract_and_is_standard_normal():
+    """noise=counter: the same (seed, condition, index) gives the same noise whatever the batch and order, other
+    pairs and seeds other noises, and the values are standard normal and uncorrelated."""
+    conds, idx = torch.tensor([0, 0, 5, 7, 2**40]), torch.tensor([0, 1, 0, 3, 2**31])
+    batch = candidate_noise(3, conds, idx, (3, 5), "counter")
+    assert batch.dtype == torch.float32 and batch.shape == (5, 3, 5)
+    one_by_one = torch.cat([candidate_noise(3, conds[[k]], idx[[k]], (3, 5), "counter") for k in range(5)])
+    assert torch.equal(batch, one_by_one)
+    assert torch.equal(candidate_noise(3, conds.flip(0), idx.flip(0), (3, 5), "counter"), batch.flip(0))
+    assert not torch.equal(batch[0], batch[1]) and not torch.equal(batch[0], batch[2])
+    assert not torch.equal(candidate_noise(4, conds, idx, (3, 5), "counter"), batch)
+    assert not torch.equal(candidate_noise(3, conds, idx, (3, 5)), batch)  # other numbers than the torch generator
+    many = candidate_noise(0, torch.zeros(4000, dtype=torch.long), torch.arange(4000), (63,), "counter")  # odd size
+    flat = many.flatten().double()
+    assert abs(flat.mean()) < 0.005 and abs(flat.std() - 1) < 0.005
+    assert abs((flat.abs() < 1).double().mean() - 0.6827) < 0.003  # the normal's mass within one σ
+    assert abs(torch.corrcoef(torch.stack([many[:, 0], many[:, 1]]))[0, 1]) < 0.05  # two pairs
+    assert abs(torch.corrcoef(torch.stack([many[:, 0], many[:, 32]]))[0, 1]) < 0.05  # one Box–Muller pair: r·cos, r·sin
+    assert abs(torch.corrcoef(torch.stack([many[:-1, 0], many[1:, 0]]))[0, 1]) < 0.05  # neighbouring candidates
+
+
+def test_a_job_with_counter_noise_searches_renders_and_replays(config):
+    from inference_scaling.runner import replay, run
+
+    cfg = config("logger=none", "progress=false", "benchmark.per_class=1", "budget.nfe=9", "model.final_steps=4",
+                 "noise=counter")
+    result = run(cfg)
+    record = result["records"][3]
+    assert torch.allclose(replay(cfg, 3, record["chosen_index"])[0], result["images"][3], atol=1e-5)
+    torch_run = run(config("logger=none", "progress=false", "benchmark.per_class=1", "budget.nfe=9",
+                           "model.final_steps=4"))
+    assert not torch.equal(torch_run["images"], result["images"])
+
+
 def test_check_budget():
     assert check_budget(12, 3) == 4 and check_budget(14, 3) == 4 and check_budget(3, 3) == 1
     with pytest.raises(BudgetError, match=r"budget.nfe=2 is below the cost of one sample \(3 NFEs.*>= 3"):

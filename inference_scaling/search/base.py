@@ -34,6 +34,7 @@ class SearchTask:
     prompts: Optional[list[str]] = None  # per condition, for verifiers that read text (`takes_prompts`)
     labels: Optional[Tensor] = None  # (C, ...) what class verifiers read; None: `conds`
     decode: Callable[[Tensor], Tensor] = lambda x: x  # search states → images in [-1, 1] (a latent model's VAE)
+    noise_generator: str = "torch"  # inference_scaling.noise.GENERATORS: torch (CPU, per candidate) | counter
 
     @property
     def sigma_top(self) -> float:
@@ -42,7 +43,8 @@ class SearchTask:
 
     def noise(self, rows: Tensor, indices: Tensor) -> Tensor:
         """Noise of candidate `indices` for conditions at positions `rows`."""
-        return candidate_noise(self.seed, self.condition_ids[rows], indices, self.noise_shape).to(self.device)
+        return candidate_noise(self.seed, self.condition_ids[rows], indices, self.noise_shape, self.noise_generator,
+                               self.device)
 
     def enter(self, x: Tensor, sigma: float) -> tuple[Tensor, float]:
         """A state at level σ as a state on the model's grid: above its top level (pure noise at σ = 1) the state
