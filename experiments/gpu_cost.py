@@ -93,7 +93,7 @@ def main() -> None:
                 print(f"| {name} | {line} | {len(jobs)} | {sum(c for (c, _), _ in costs):,} | {nfes / 1e6:,.1f} | "
                       f"{flops / 1e18:,.1f} | {hours:,.0f} |")
             print(f"| **{name}** | all lines | | | | | **{total_hours:,.0f}** |")
-    print(f"\nGFLOPs per NFE (full size): " + ", ".join(f"{k} {v:,.1f}" for k, v in gflops.items()))
+    print("\nGFLOPs per NFE (full size): " + ", ".join(f"{k} {v:,.1f}" for k, v in gflops.items()))
 
 
 if __name__ == "__main__":

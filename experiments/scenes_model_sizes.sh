@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A smaller model with search against a larger one without (the paper's Figure 11, SiT-B/2, L/2, XL/2) in miniature on
 # the scenes benchmark: for each of the three scenes flow models (model=scenes_small, scenes, scenes_large: the same
-# recipe at 0.30 M, 1.42 M and 5.33 M parameters), checker accuracy of
+# recipe at 0.30 M, 1.42 M and 4.70 M parameters), checker accuracy of
 #   (a) no search, more Heun steps (1, 2, 4, 8, 16);
 #   (b) random search with the exact checker as verifier (4 Heun steps; 7 to 112 search NFEs);
 #   (c) random search with the learned scene classifier as verifier (the same budgets),

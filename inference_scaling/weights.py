@@ -65,8 +65,11 @@ def check_readable(path: str) -> None:
     _readable(str(file), stat.st_mtime_ns, stat.st_size)
 
 
-def save(path: Path, module: torch.nn.Module, config: dict) -> None:
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+def save(path: Path, module: torch.nn.Module, config: dict, dtype: torch.dtype | None = None) -> None:
+    """The module's tensors (floating ones as `dtype` if given: float16 halves a file; loading casts them back to
+    the module's dtype) with its architecture as JSON metadata."""
+    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+             for k, v in module.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata={"config": json.dumps(config)})
 

@@ -31,3 +31,24 @@ def test_each_size_runs_a_job(config, one_thread):
         assert m["gflops_per_condition"] == pytest.approx(m["gflops_per_nfe"] * 14)  # final render = search's sampler
         gflops.append(m["gflops_per_nfe"])
     assert gflops == sorted(set(gflops)), gflops
+
+
+def test_weights_saved_in_float16_load_as_the_modules_float32(tmp_path):
+    """weights.save(dtype=float16) halves a file; the module loads it back in float32, each value the float16
+    rounding of the saved one (how scenes_flow_large.safetensors stays under 10 MiB)."""
+    import torch
+    from safetensors import safe_open
+
+    from inference_scaling import weights
+    from inference_scaling.models.flow_mlp import load_flow
+    from inference_scaling.models.scenes import new_flow
+
+    net = new_flow(32, 64, 1)
+    weights.save(tmp_path / "full.safetensors", net, net.config())
+    weights.save(tmp_path / "half.safetensors", net, net.config(), torch.float16)
+    with safe_open(str(tmp_path / "half.safetensors"), framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * (tmp_path / "full.safetensors").stat().st_size
+    loaded = load_flow(str(tmp_path / "half.safetensors"))
+    for (name, saved), (_, back) in zip(net.state_dict().items(), loaded.state_dict().items()):
+        assert back.dtype == torch.float32 and torch.equal(back, saved.half().float()), name
