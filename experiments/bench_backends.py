@@ -161,22 +161,17 @@ def search_over_plain(name: str, model, cfg, rows, verifier, args, search_name: 
     """A search (noise draws, decode, verifier, bookkeeping) against plain batched solves of as many NFEs: warm-up
     of both sides, then pairs in alternating order; the search's wall time split into denoiser, noise, decode,
     verifier and the rest (medians)."""
-    from bench_throughput import Stopwatch
+    from bench_throughput import Stopwatch, timed_task
 
     in_denoiser, in_noise = Stopwatch(args.device), Stopwatch(args.device)
     counter, decoder = NFECounter(in_denoiser.wrap(model)), DecodeCounter(model.decode)
     denoiser = model.guided(counter, cfg.model.guidance)
     solver, sigmas = get_solver(cfg.model.solver), search_sigmas(cfg.model)
     conditions = BENCHMARKS[cfg.benchmark.name](cfg.benchmark).conditions()
-
-    class TimedTask(SearchTask):
-        def noise(self, rows, indices):
-            return in_noise.wrap(super().noise)(rows, indices)
-
-    task = TimedTask(denoiser=denoiser, solver=solver, sigmas=sigmas, cost_per_sample=search_cost(cfg.model),
-                     conds=rows, condition_ids=conditions.ids, noise_shape=model.noise_shape, seed=0,
-                     verifier=verifier, max_batch_size=args.max_batch_size, device=args.device,
-                     prompts=conditions.prompts, labels=conditions.labels, decode=decoder)
+    task = timed_task(SearchTask(denoiser=denoiser, solver=solver, sigmas=sigmas, cost_per_sample=search_cost(cfg.model),
+                                 conds=rows, condition_ids=conditions.ids, noise_shape=model.noise_shape, seed=0,
+                                 verifier=verifier, max_batch_size=args.max_batch_size, device=args.device,
+                                 prompts=conditions.prompts, labels=conditions.labels, decode=decoder), in_noise)
     search = build_search(search_name)
     budget = args.candidates * task.cost_per_sample
     search(task, budget)  # warm-up, and the NFEs a run spends

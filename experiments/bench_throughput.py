@@ -51,6 +51,16 @@ class Stopwatch:
         return timed
 
 
+def timed_task(task: SearchTask, noise: Stopwatch) -> SearchTask:
+    """`task` with its noise draws timed by `noise`."""
+
+    class TimedTask(SearchTask):
+        def noise(self, rows, indices):
+            return noise.wrap(super().noise)(rows, indices)
+
+    return TimedTask(**{f.name: getattr(task, f.name) for f in dataclasses.fields(SearchTask)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=100)
@@ -75,12 +85,7 @@ def main() -> None:
                       verifier=verifier, max_batch_size=args.max_batch_size, device=args.device,
                       noise_generator=args.noise)
     in_noise, in_decode = Stopwatch(args.device), Stopwatch(args.device)
-
-    class TimedTask(SearchTask):
-        def noise(self, rows, indices):
-            return in_noise.wrap(super().noise)(rows, indices)
-
-    task = TimedTask(**{f.name: getattr(base, f.name) for f in dataclasses.fields(SearchTask)})
+    task = timed_task(base, in_noise)
     task.decode = in_decode.wrap(task.decode)
 
     def plain(samples: int) -> None:

@@ -19,7 +19,7 @@ import itertools
 import hydra
 from hydra import initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from model_flops import SIT, count
+from model_flops import full_size_gflops
 from omegaconf import OmegaConf
 
 from inference_scaling.__main__ import CONF_DIR
@@ -28,26 +28,6 @@ from inference_scaling.config import final_sigmas, register, search_cost
 from inference_scaling.figures import FIGURES
 from inference_scaling.models import model_class
 from inference_scaling.sampling import solver_nfe
-
-
-def full_size_gflops() -> dict[str, float]:
-    import torch
-    from diffusers import FluxTransformer2DModel
-
-    from inference_scaling.models.sit import SiT
-
-    out = {}
-    with torch.device("meta"):
-        for name, arch in SIT.items():
-            net = SiT(**arch, patch_size=2, latent_size=32, in_channels=4, learn_sigma=True, num_classes=1000)
-            out[name] = count(net, torch.zeros(1, 4, 32, 32), torch.zeros(1), torch.zeros(1, dtype=torch.long))
-        flux = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
-                                      attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
-                                      pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=[16, 56, 56])
-        out["flux_dev"] = count(flux, hidden_states=torch.zeros(1, 4096, 64), encoder_hidden_states=torch.zeros(1, 512, 4096),
-                                pooled_projections=torch.zeros(1, 768), timestep=torch.zeros(1),
-                                img_ids=torch.zeros(4096, 3), txt_ids=torch.zeros(512, 3), guidance=torch.zeros(1))
-    return out
 
 
 def sweep_jobs(line: str) -> list:
@@ -77,7 +57,7 @@ def main() -> None:
     parser.add_argument("--tflops", type=float, default=400.0, help="sustained TFLOP/s of one GPU")
     args = parser.parse_args()
     register()
-    gflops = full_size_gflops()
+    gflops = {name: row["gflops_per_nfe"] for name, row in full_size_gflops().items()}
     print("| figure | line | jobs | images | NFEs (millions) | EFLOPs | GPU-hours |")
     print("|---|---|---|---|---|---|---|")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

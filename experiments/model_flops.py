@@ -3,7 +3,7 @@
     python experiments/model_flops.py
 
 SiT-B/2, L/2, XL/2 at 256 px (latents 32×32×4, one class label) as inference_scaling.models.sit builds them, and
-FLUX.1-dev's transformer (diffusers' FluxTransformer2DModel with FLUX.1-dev's architecture) at 1024 px (4,096 image
+FLUX.1-dev's transformer (`flux_dev`: diffusers' FluxTransformer2DModel with FLUX.1-dev's architecture) at 1024 px (4,096 image
 tokens, 512 T5 tokens). Counted as inference_scaling.flops counts a job's model (torch's FlopCounterMode, 2 FLOPs per
 multiply-add). These are the numbers the experiment configs' GPU costs (README, "One command per figure") use.
 """
@@ -28,7 +28,8 @@ def count(module, *args, **kwargs) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def main() -> None:
+def full_size_gflops() -> dict[str, dict]:
+    """Parameters and GFLOPs per NFE of each full-size network, keyed by its model config's name."""
     out = {}
     with torch.device("meta"):
         for name, arch in SIT.items():
@@ -41,14 +42,18 @@ def main() -> None:
                                       attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
                                       pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=[16, 56, 56])
         tokens, text = 4096, 512
-        out["flux_dev_1024px"] = {
+        out["flux_dev"] = {
             "parameters": sum(p.numel() for p in flux.parameters()),
             "gflops_per_nfe": count(flux, hidden_states=torch.zeros(1, tokens, 64),
                                     encoder_hidden_states=torch.zeros(1, text, 4096),
                                     pooled_projections=torch.zeros(1, 768), timestep=torch.zeros(1),
                                     img_ids=torch.zeros(tokens, 3), txt_ids=torch.zeros(text, 3),
                                     guidance=torch.zeros(1))}
-    print(json.dumps(out, indent=1))
+    return out
+
+
+def main() -> None:
+    print(json.dumps(full_size_gflops(), indent=1))
 
 
 if __name__ == "__main__":
