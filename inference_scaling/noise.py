@@ -14,6 +14,8 @@ Two generators keep that contract (`noise=torch` or `noise=counter` on the comma
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -103,9 +105,7 @@ def _mix64(z: Tensor) -> Tensor:
 
 def counter_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...], device: str = "cpu") -> Tensor:
     """The `counter` generator: every element of every candidate's noise in one batched computation on `device`."""
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     keys = torch.from_numpy(_seed_array(seed, conditions.cpu(), indices.cpu()).view(np.int64)).to(device)  # < 2**63
     pairs = (n + 1) // 2
     counters = torch.arange(2 * pairs, dtype=torch.int64, device=device)

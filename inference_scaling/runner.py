@@ -98,7 +98,7 @@ def _run_chunks(cfg: Config, conditions: Conditions, plan: Plan, store: ChunkSto
         task = SearchTask(conds=model.encode(chunk), condition_ids=chunk.ids, prompts=chunk.prompts,
                           labels=chunk.labels, verifier=verifier, **base)
         if gflops is None:  # one forward outside the NFE counter, before the search
-            gflops = gflops_per_nfe(model, model.noise_shape, task.conds[:1], cfg.model.device)
+            gflops = gflops_per_nfe(model, model.noise_shape, task.conds[:1].to(cfg.model.device), cfg.model.device)
         spending = _search_chunk(cfg, model, search, task, counter, decoder, verifier, metric_verifiers, streams, k)
         spending["gflops_per_nfe"] = gflops
         if chunk.categories is not None:
