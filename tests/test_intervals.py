@@ -39,7 +39,7 @@ def test_a_jobs_per_condition_values_give_its_metrics_and_their_intervals(tmp_pa
         column = "final_score" if key == "verifier_score" else f"eval_{key}"
         assert np.mean([float(r[column]) for r in records]) == pytest.approx(metrics[key], rel=1e-6)
         assert bounds[f"{key}_lo"] <= metrics[key] <= bounds[f"{key}_hi"]
-    rows, _ = report(tmp_path / "sweep")
+    rows, _, _ = report(tmp_path / "sweep")
     assert rows[0]["accuracy_lo"] == bounds["accuracy_lo"]
     assert "accuracy_lo" in (tmp_path / "sweep" / "scaling.csv").read_text().splitlines()[0]
     assert f"[{bounds['accuracy_lo']:.3g}, {bounds['accuracy_hi']:.3g}]" in (tmp_path / "sweep" / "scaling.md").read_text()

@@ -93,7 +93,7 @@ def test_a_restarted_job_resumes_its_run_without_secrets(tmp_path, inits):
 
 def test_report_logs_table_line_plots_and_figure_in_the_study_group(tmp_path, inits):
     study = tmp_path / "study"
-    for line, nfe, fid in (("a", 3, 40.0), ("a", 6, None), ("b", 3, 30.0)):  # a failed FID is null
+    for line, nfe, fid in (("a", 3, 40.0), ("a", 6, None), ("a", 12, 20.0), ("b", 3, 30.0)):  # a failed FID is null
         job = study / f"{line}{nfe}"
         job.mkdir(parents=True)
         OmegaConf.save({"label": line}, job / "config.yaml")
@@ -104,7 +104,11 @@ def test_report_logs_table_line_plots_and_figure_in_the_study_group(tmp_path, in
     media = next((study / "wandb").glob("offline-run-*")) / "files" / "media"
     tables = {re.sub(r"_0_[0-9a-f]+\.table\.json$", "", p.relative_to(media / "table").as_posix())
               for p in (media / "table").rglob("*.table.json")}
-    assert tables == {"scaling_table", "scaling/accuracy_table", "scaling/fid_table"}  # the table, one line plot per metric
+    # the table, one line plot per metric, the fits
+    assert tables == {"scaling_table", "scaling/accuracy_table", "scaling/fid_table", "scaling_fits"}
+    [fits] = (media / "table").glob("scaling_fits_*.table.json")
+    logged = json.loads(fits.read_text())
+    assert logged["columns"] == curves.FIT_COLUMNS and len(logged["data"]) == 4  # (a, b) × (accuracy, fid)
     assert [p.name.split("_")[0] for p in (media / "images").iterdir()] == ["scaling"]
     [init] = inits
     assert (init["group"], init["name"], init["job_type"], init["resume"]) == (study_group(study), "report", "report",

@@ -4,7 +4,10 @@
 
 Reads every finished job (a folder with metrics.json) below the given folder, groups jobs into one line per
 (search, verifier, model sampler) and writes, into the folder: scaling.png (one panel per metric),
-scaling.csv and scaling.md (the same numbers as a table). It also lists what the curves leave out: jobs that have
+scaling.csv and scaling.md (the same numbers as a table), and fits.csv and fits.md: per line and metric, a
+saturating power law fitted against search NFEs (inference_scaling.reporting.fits: its ceiling, exponent and the
+NFEs at which it reaches 90 % of its ceiling, with bootstrap intervals over conditions, and whether it is still
+rising at its largest budget), drawn dashed in scaling.png. It also lists what the curves leave out: jobs that have
 not finished (with their chunk progress), jobs that each sweep below the folder (its Hydra multirun.yaml) expects
 but that have no folder, and shard jobs, which are one point only once merged.
 """
@@ -27,6 +30,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from inference_scaling.config import WandbConfig
+from inference_scaling.reporting.fits import MIN_BUDGETS, STILL_RISING_RULE, Fit, fit_curve, predict
 from inference_scaling.reporting.records import METRICS, _atomic_write
 from inference_scaling.reporting.wandb_logger import log_report, study_group
 from inference_scaling.store import CHUNKS, PLAN
@@ -68,18 +72,22 @@ def bootstrap_interval(values: np.ndarray, resamples: int = RESAMPLES, level: fl
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
-def intervals(job: Path) -> dict[str, float]:
-    """`<metric>_lo` and `<metric>_hi` of every per-condition metric a job's results.csv holds."""
+def condition_values(job: Path) -> dict[str, dict[int, float]]:
+    """Per per-condition metric a job's results.csv holds: condition id → that condition's value, in file order."""
     table = job / "results.csv"
     if not table.exists():
         return {}
     with table.open(newline="") as f:
         records = list(csv.DictReader(f))
+    return {metric: {int(r["condition_id"]): float(r[column]) for r in records}
+            for metric, column in PER_CONDITION.items() if records and column in records[0]}
+
+
+def intervals(job: Path) -> dict[str, float]:
+    """`<metric>_lo` and `<metric>_hi` of every per-condition metric a job's results.csv holds."""
     out = {}
-    for metric, column in PER_CONDITION.items():
-        if records and column in records[0]:
-            out[f"{metric}_lo"], out[f"{metric}_hi"] = bootstrap_interval(
-                np.array([float(r[column]) for r in records], dtype=np.float64))
+    for metric, values in condition_values(job).items():
+        out[f"{metric}_lo"], out[f"{metric}_hi"] = bootstrap_interval(np.fromiter(values.values(), dtype=np.float64))
     return out
 
 
@@ -114,6 +122,101 @@ def series(rows: list[dict], key: str, x: str = "nfe") -> dict[str, list[tuple[f
         if r.get(key) is not None and r.get(column) is not None:
             points.setdefault(r["line"], []).append((r[column], r[key]))
     return {line: sorted(p) for line, p in sorted(points.items())}
+
+
+# The range of a metric's values, which a fitted ceiling (or floor) stays in; metrics not named are unbounded (a
+# verifier's score depends on the verifier, KID's unbiased estimate can be negative).
+METRIC_RANGES = {"accuracy": (0.0, 1.0), "count_accuracy": (0.0, 1.0), "relation_accuracy": (0.0, 1.0),
+                 "precision": (0.0, 1.0), "recall": (0.0, 1.0), "fid": (0.0, np.inf), "is": (1.0, np.inf)}
+
+
+def curve_fits(rows: list[dict], folder: Path) -> dict[tuple[str, str], Fit]:
+    """(line, metric) → the fit of that curve against search NFEs (fits.fit_curve) on the jobs' means; a metric
+    every job of the line has per condition (results.csv) gets bootstrap intervals, its conditions matched by id
+    across the line's budgets; the ceiling stays in the metric's range (METRIC_RANGES)."""
+    values = {}
+    fits = {}
+    for metric, _ in METRICS_SHOWN:
+        for line in sorted({r["line"] for r in rows}):
+            jobs = sorted((r["nfe"], r[metric], r["job"]) for r in rows
+                          if r["line"] == line and r.get(metric) is not None and r.get("nfe") is not None)
+            if not jobs:
+                continue
+            per_condition = None
+            if metric in PER_CONDITION:
+                for _, _, job in jobs:
+                    if job not in values:
+                        values[job] = condition_values(folder / job)
+                by_job = [values[job].get(metric) for _, _, job in jobs]
+                if all(v is not None for v in by_job):
+                    ids = sorted(set().union(*by_job))
+                    per_condition = np.array([[v.get(i, np.nan) for i in ids] for v in by_job], dtype=np.float64)
+            nfe, means, _ = zip(*jobs)
+            fits[line, metric] = fit_curve(np.array(nfe, dtype=np.float64), np.array(means, dtype=np.float64),
+                                           per_condition, METRIC_RANGES.get(metric, (-np.inf, np.inf)))
+    return fits
+
+
+FIT_COLUMNS = ["line", "metric", "budgets", "nfe_min", "nfe_max", "direction", "ceiling", "ceiling_lo", "ceiling_hi",
+               "ceiling_at_bound", "gap", "exponent", "exponent_lo", "exponent_hi", "nfe90", "nfe90_lo", "nfe90_hi",
+               "gap_closed", "still_rising", "reason", "interval_reason"]
+
+
+def fit_rows(fits: dict[tuple[str, str], Fit]) -> list[dict]:
+    """The fits as fits.csv's rows (FIT_COLUMNS); a missing number is an empty cell."""
+    return [{"line": line, "metric": metric,
+             **{c: None if isinstance(v := getattr(fit, c), float) and not np.isfinite(v) else v
+                for c in FIT_COLUMNS[2:]}} for (line, metric), fit in fits.items()]
+
+
+def _with_interval(value: float, lo: float, hi: float) -> str:
+    if not np.isfinite(value):
+        return "—"
+    return f"{value:.3g} [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) and np.isfinite(hi) else f"{value:.3g}"
+
+
+def fit_line(line: str, metric: str, fit: Fit) -> str:
+    """One curve's fit in words: `fit accuracy | line: ceiling 0.91 [0.9, 0.93], exponent 0.7 [...], 90 % of
+    the ceiling at 80 NFEs [...] (largest budget 96: 91 % of the gap closed): saturated`, or `no fit: <why>`."""
+    head = f"fit {metric} | {line}: "
+    if not fit.ok:
+        return head + f"no fit: {fit.reason}" + (f"; {fit.state}" if fit.state else "")
+    bound = " (the metric's bound)" if fit.ceiling_at_bound else ""
+    return head + (f"ceiling {_with_interval(fit.ceiling, fit.ceiling_lo, fit.ceiling_hi)}{bound}, "
+                   f"exponent {_with_interval(fit.exponent, fit.exponent_lo, fit.exponent_hi)}, "
+                   f"90 % of the ceiling at {_with_interval(fit.nfe90, fit.nfe90_lo, fit.nfe90_hi)} NFEs "
+                   f"(largest budget {fit.nfe_max:g}: {100 * fit.gap_closed:.0f} % of the gap closed): {fit.state}")
+
+
+def write_fits(fits: dict[tuple[str, str], Fit], folder: Path) -> None:
+    """fits.csv (FIT_COLUMNS) and fits.md (the same, intervals in brackets, then the still-rising rule)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=FIT_COLUMNS)
+    writer.writeheader()
+    writer.writerows(fit_rows(fits))
+    _atomic_write(folder / "fits.csv", text.getvalue().encode())
+    lines = ["| line | metric | budgets | ceiling | exponent | NFEs to 90 % | gap closed | state | note |",
+             "|" + "---|" * 9]
+    for (line, metric), f in fits.items():
+        ceiling = _with_interval(f.ceiling, f.ceiling_lo, f.ceiling_hi) + (" (bound)" if f.ceiling_at_bound else "")
+        closed = f"{100 * f.gap_closed:.0f} %" if np.isfinite(f.gap_closed) else "—"
+        cells = [line, metric, str(f.budgets), ceiling, _with_interval(f.exponent, f.exponent_lo, f.exponent_hi),
+                 _with_interval(f.nfe90, f.nfe90_lo, f.nfe90_hi), closed, f.state or "—",
+                 f.reason or f.interval_reason]
+        lines.append("| " + " | ".join(cells) + " |")
+    rule = (f"\nFit: q(n) = c − a·(n/n0)^(−b) on the per-budget means (n0 the smallest budget); ceiling c, "
+            f"exponent b, NFEs to 90 % = n0·10^(1/b); 95 % bootstrap intervals over conditions. {STILL_RISING_RULE}.\n")
+    _atomic_write(folder / "fits.md", ("\n".join(lines) + "\n" + rule).encode())
+
+
+def fit_summary(fits: dict[tuple[str, str], Fit]) -> list[str]:
+    """What the command prints: a line per curve of MIN_BUDGETS budgets or more, one line counting the shorter
+    ones, and the still-rising rule."""
+    curves = [fit_line(line, metric, f) for (line, metric), f in fits.items() if f.budgets >= MIN_BUDGETS]
+    short = sum(f.budgets < MIN_BUDGETS for f in fits.values())
+    if short:
+        curves.append(f"no fit (fewer than {MIN_BUDGETS} budgets): {short} line × metric pairs, listed in fits.md")
+    return curves + ([STILL_RISING_RULE] if curves else [])
 
 
 class SweepNotListed(ValueError):
@@ -266,7 +369,8 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def plot(rows: list[dict], folder: Path, x: str = "nfe") -> None:
+def plot(rows: list[dict], folder: Path, x: str = "nfe", fits: dict[tuple[str, str], Fit] | None = None) -> None:
+    """scaling.png: a panel per metric, a line per line with its bootstrap band, and (against NFEs) its fit dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -286,6 +390,10 @@ def plot(rows: list[dict], folder: Path, x: str = "nfe") -> None:
             if len(band) == len(points):  # the 95 % bootstrap interval over conditions
                 bx, lo, hi = zip(*band)
                 ax.fill_between(bx, lo, hi, color=drawn.get_color(), alpha=0.15, linewidth=0)
+            fit = (fits or {}).get((line, key))
+            if x == "nfe" and fit is not None and fit.ok:
+                grid = np.geomspace(fit.nfe_min, fit.nfe_max, 64)
+                ax.plot(grid, predict(fit, grid), linestyle="--", linewidth=1, color=drawn.get_color())
         ax.set_xscale("log", base=2)
         ax.set_xlabel(xlabel)
         ax.set_title(title)
@@ -301,17 +409,19 @@ def plot(rows: list[dict], folder: Path, x: str = "nfe") -> None:
     _atomic_write(folder / "scaling.png", buffer.getvalue())
 
 
-def report(folder: Path, x: str = "nfe") -> tuple[list[dict], StudyStatus]:
-    """Write scaling.png (x axis: a key of X_AXES), scaling.csv and scaling.md into `folder`; the rows drawn and
-    the jobs left out."""
+def report(folder: Path, x: str = "nfe") -> tuple[list[dict], StudyStatus, dict[tuple[str, str], Fit]]:
+    """Write scaling.png (x axis: a key of X_AXES), scaling.csv, scaling.md, fits.csv and fits.md into `folder`;
+    the rows drawn, the jobs left out and the curves' fits."""
     status = study_status(folder)
     rows = collect(folder)
     if not rows:
         pending = "".join(f"; {line}" for line in status.lines())
         raise FileNotFoundError(f"no finished job (a folder with {METRICS}) below {str(folder)!r}{pending}")
     write_table(rows, folder, status)
-    plot(rows, folder, x)
-    return rows, status
+    fits = curve_fits(rows, folder)
+    write_fits(fits, folder)
+    plot(rows, folder, x, fits)
+    return rows, status, fits
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -327,17 +437,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wandb-project", default="inference-scaling")
     args = parser.parse_args(argv)
     try:
-        rows, status = report(args.folder, args.x)
+        rows, status, fits = report(args.folder, args.x)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(markdown_table(rows), end="")
+    for line in fit_summary(fits):
+        print(line)
     for line in status.lines():
         print(line, file=sys.stderr)
-    print(f"wrote {len(rows)} jobs: {args.folder / 'scaling.png'}, {args.folder / 'scaling.csv'}, {args.folder / 'scaling.md'}")
+    written = ", ".join(str(args.folder / name) for name in ("scaling.png", "scaling.csv", "scaling.md", "fits.csv",
+                                                            "fits.md"))
+    print(f"wrote {len(rows)} jobs: {written}")
     if args.wandb:
         log_report(WandbConfig(mode=args.wandb_mode, project=args.wandb_project), args.folder, rows,
-                   study_group(args.folder), args.x)
+                   study_group(args.folder), args.x, fit_rows(fits))
     if args.strict and status.incomplete:
         sys.exit(1)
 

@@ -111,12 +111,14 @@ def finish_job(run, metrics: dict, out: Path) -> None:
     run.finish()
 
 
-def log_report(wandb_cfg, folder: Path, rows: list[dict], group: str, x: str = "nfe") -> None:
+def log_report(wandb_cfg, folder: Path, rows: list[dict], group: str, x: str = "nfe",
+               fits: list[dict] | None = None) -> None:
     """The report of the study in `folder` as the group's run "report" (resumed by every report of the folder): the
-    scaling table, one line plot per metric (x: NFEs or GFLOPs per sample, one series per line) and scaling.png."""
+    scaling table, one line plot per metric (x: NFEs or GFLOPs per sample, one series per line), scaling.png and
+    the curves' fits (curves.fit_rows) as the table `scaling_fits`."""
     import wandb
 
-    from inference_scaling.reporting.curves import COLUMNS, METRICS_SHOWN, X_AXES, series
+    from inference_scaling.reporting.curves import COLUMNS, FIT_COLUMNS, METRICS_SHOWN, X_AXES, series
 
     folder = Path(folder)
     run = _init(wandb_cfg, folder, _read_or_create(folder / REPORT_ID_FILE, _new_run_id()), group, "report", "report")
@@ -129,6 +131,8 @@ def log_report(wandb_cfg, folder: Path, rows: list[dict], group: str, x: str = "
                 xs=[[px for px, _ in points] for points in lines.values()],
                 ys=[[py for _, py in points] for points in lines.values()],
                 keys=list(lines), title=title, xname=X_AXES[x][0])
+    if fits:
+        logged["scaling_fits"] = wandb.Table(columns=FIT_COLUMNS, data=[[f.get(c) for c in FIT_COLUMNS] for f in fits])
     if (folder / "scaling.png").exists():
         logged["scaling"] = wandb.Image(str(folder / "scaling.png"))
     run.log(logged)
