@@ -7,7 +7,7 @@ STAMP_TIME := $(shell date +%Y%m%d-%H%M%S)
 SWEEP ?= outputs/multirun/make-run-$(STAMP_TIME)
 DIGITS_SWEEP ?= outputs/multirun/digits-$(STAMP_TIME)
 
-.PHONY: install run run-digits compare model-sizes verifier-tasks test test-slow bench bench-verifiers bench-backends bench-memory bench-reuse clean
+.PHONY: install run run-digits compare model-sizes verifier-tasks test test-slow adaptive gradient fk-sde bench bench-overlap bench-verifiers bench-backends bench-memory bench-reuse clean
 
 install: $(STAMP)
 
@@ -47,6 +47,24 @@ test-slow: install
 
 bench: install
 	$(PY) experiments/bench_throughput.py
+
+# Search wall time with an API-like verifier (a fixed wait per call), scored inline or beside the denoiser.
+bench-overlap: install
+	OMP_NUM_THREADS=1 $(PY) experiments/bench_overlap.py
+
+# Adaptive budgets vs best-of-N on scenes, checker and learned verifier (experiments/scenes_adaptive.py; README).
+adaptive: install
+	OMP_NUM_THREADS=1 $(PY) experiments/scenes_adaptive.py outputs/adaptive
+
+# Gradient search vs random and zero-order at equal priced NFEs on scenes and digits (README), and the measured
+# price of a backward row (experiments/backward_ratio.py).
+gradient: install
+	OMP_NUM_THREADS=1 $(PY) experiments/backward_ratio.py
+	OMP_NUM_THREADS=1 PYTHON=$(PY) bash experiments/gradient_compare.sh outputs/gradient logger=none
+
+# FK steering on the SDE without renoising vs renoise + ODE at equal NFEs on scenes (experiments/fk_sde.sh; README).
+fk-sde: install
+	OMP_NUM_THREADS=1 PYTHON=$(PY) bash experiments/fk_sde.sh outputs/fk_sde
 
 # Seconds and forward passes per image of every verifier on the CPU (experiments/bench_verifiers.py).
 bench-verifiers: install

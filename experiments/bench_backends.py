@@ -2,7 +2,8 @@
 random search's NFE throughput against plain batched sampling of the same model.
 
     python experiments/bench_backends.py                      # CPU: tiny random backends (as in the tests)
-    python experiments/bench_backends.py --size real --device cuda --dtype bfloat16 --backends sit,flux
+    python experiments/bench_backends.py --size real --device cuda --dtype bfloat16 --backends sit,flux \
+        --batch-sizes 1,8,32,64,128 --peak-tflops 989.5     # H200 dense bf16 peak: the fraction achieved
 
 `--size tiny` builds each backend from tiny random configs saved as the tests save them (tests/test_*.py builders).
 `--size real` keeps the adapter (conditioning, packing, guidance, timestep conversion) of a tiny folder and swaps in
@@ -34,6 +35,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from inference_scaling.benchmarks import BENCHMARKS  # noqa: E402
 from inference_scaling.config import register, search_cost, search_sigmas  # noqa: E402
 from inference_scaling.denoiser import EmbeddedConditions  # noqa: E402
+from inference_scaling.flops import gflops_per_nfe  # noqa: E402
 from inference_scaling.models import load_model  # noqa: E402
 from inference_scaling.nfe import DecodeCounter, NFECounter  # noqa: E402
 from inference_scaling.sampling import get_solver  # noqa: E402
@@ -138,8 +140,11 @@ def median_seconds(fn, device: str, repeats: int) -> tuple[float, float, float]:
 
 
 def nfe_costs(name: str, model, rows, args) -> None:
-    """Seconds per NFE (one network row) by batch size, peak memory on CUDA, and VAE decode seconds per image."""
+    """Seconds per NFE (one network row) by batch size, peak memory on CUDA, the model FLOP/s achieved (and its
+    fraction of `--peak-tflops` where given) with the best batch size, and VAE decode seconds per image."""
     shape = model.noise_shape
+    gflops = gflops_per_nfe(model, shape, rows[:1].to(args.device), args.device)  # the project's FLOPs per NFE
+    best = 0.0
     for batch in args.batch_sizes:
         x = torch.randn(batch, *shape, device=args.device)
         sigma = torch.full((batch,), 0.5, device=args.device)
@@ -149,8 +154,13 @@ def nfe_costs(name: str, model, rows, args) -> None:
         with torch.no_grad():
             med, low, high = median_seconds(lambda: model(x, sigma, cond), args.device, args.repeats)
         peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else None
+        tflops = gflops * batch / med / 1e3
+        best = max(best, tflops)
         print(json.dumps({"backend": name, "batch": batch, "s_per_nfe": med / batch, "nfe_per_s": batch / med,
-                          "spread_s": [low, high], "peak_gib": peak}), flush=True)
+                          "spread_s": [low, high], "peak_gib": peak, "achieved_tflops": tflops}), flush=True)
+    print(json.dumps({"backend": name, "gflops_per_nfe": gflops, "best_achieved_tflops": best,
+                      "peak_tflops": args.peak_tflops,
+                      "fraction_of_peak": best / args.peak_tflops if args.peak_tflops else None}), flush=True)
     latents = torch.randn(args.decode_batch, *shape, device=args.device)
     med, low, high = median_seconds(lambda: model.decode(latents), args.device, args.repeats)
     print(json.dumps({"backend": name, "decode_s_per_image": med / args.decode_batch,
@@ -204,10 +214,13 @@ def search_over_plain(name: str, model, cfg, rows, verifier, args, search_name: 
                 for part, value in parts.items():
                     shares[part].append(value / seconds)
     median = {side: statistics.median(v) for side, v in rates.items()}
+    pairs = [search / plain for search, plain in zip(rates["search"], rates["plain"])]  # back-to-back runs
     print(json.dumps({"backend": name, "search": search_name, "conditions": len(conditions.ids),
                       "budget_candidates": args.candidates, "nfe_per_candidate": task.cost_per_sample,
                       "plain_nfe_per_s": round(median["plain"], 1), "search_nfe_per_s": round(median["search"], 1),
                       "ratio_search_over_plain": round(median["search"] / median["plain"], 3),
+                      "pair_ratio_median": round(statistics.median(pairs), 3),
+                      "pair_ratio_range": [round(min(pairs), 3), round(max(pairs), 3)],
                       "plain_range": [round(min(rates["plain"]), 1), round(max(rates["plain"]), 1)],
                       "search_range": [round(min(rates["search"]), 1), round(max(rates["search"]), 1)],
                       "search_seconds_share": {k: round(statistics.median(v), 3) for k, v in shares.items()}}),
@@ -230,6 +243,8 @@ def main() -> None:
     parser.add_argument("--searches", default="random", help="the algorithms measured, e.g. random,zero_order,paths")
     parser.add_argument("--search-steps", type=int, default=4)
     parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--peak-tflops", type=float, default=0.0,
+                        help="the device's dense peak for --dtype (H200 bf16: 989.5) to report the achieved fraction")
     args = parser.parse_args()
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.size == "real" and not torch.cuda.is_available():

@@ -7,7 +7,8 @@ Every side runs the same model, solver, grid and batch size. Plain sampling draw
 (seed, condition, index), scores candidates with the verifier, keeps the best and (paths, FK steering)
 stops and renoises the sampler. Per algorithm: one warm-up run of each side, then `--repeats` pairs in alternating
 order (plain first in even pairs, search first in odd ones); prints the median NFE/s of each side with its range
-(min–max), the ratio of the medians (1.0 = the search loop costs nothing beyond its NFEs), and where a search run's
+(min–max), the ratio of the medians (1.0 = the search loop costs nothing beyond its NFEs), the median and range of
+the ratios of each back-to-back pair (less exposed to a shared machine's slow drifts), and where a search run's
 wall time goes: the denoiser, noise generation, the verifier, decoding (none for the embedded model) and the rest
 (the algorithm's own bookkeeping: selection, indexing, copies), as medians over the timed runs.
 """
@@ -125,6 +126,7 @@ def main() -> None:
                 runs[side].append(timed(fn))
         rates = {side: [r["nfes"] / r["seconds"] for r in v] for side, v in runs.items()}
         median = {side: statistics.median(v) for side, v in rates.items()}
+        pairs = [search / plain for search, plain in zip(rates["search"], rates["plain"])]  # back-to-back runs
         share = {part: statistics.median(r["parts"][part] / r["seconds"] for r in runs["search"])
                  for part in runs["search"][0]["parts"]}
         print(json.dumps({
@@ -134,6 +136,8 @@ def main() -> None:
             "search_nfe_per_s": round(median["search"]),
             "search_range": [round(min(rates["search"])), round(max(rates["search"]))],
             "ratio_search_over_plain": round(median["search"] / median["plain"], 3),
+            "pair_ratio_median": round(statistics.median(pairs), 3), "pair_ratio_range": [round(min(pairs), 3),
+                                                                                         round(max(pairs), 3)],
             "search_seconds_share": {part: round(v, 3) for part, v in share.items()}}), flush=True)
 
 

@@ -11,8 +11,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from inference_scaling import weights
-from inference_scaling.nfe import check_budget
-from inference_scaling.sampling import SOLVERS, linear_sigmas, solver_nfe
+from inference_scaling.nfe import BudgetError, check_budget
+from inference_scaling.sampling import SDE_SCALE, SOLVERS, STOCHASTIC, linear_sigmas, solver_nfe
 
 
 class ConfigError(ValueError):
@@ -23,12 +23,13 @@ class ConfigError(ValueError):
 class ModelConfig:
     name: str = MISSING  # registry name in inference_scaling.models.MODELS
     weights: str = MISSING  # package:NAME (committed asset), a local path, or a hub id for hub models
-    solver: str = "heun"  # euler | heun | heun2
+    solver: str = "heun"  # euler | heun | heun2 | sde (stochastic: every search but gradient)
     search_steps: int = 2  # solver steps of each candidate during search
     final_steps: int = 2  # solver steps that render the chosen noise (the paper: 250 for SiT)
     guidance: float = 1.0  # classifier-free guidance scale; 1 = none (and 1 NFE per evaluation)
     device: str = "cpu"  # cpu | cuda | cuda:N | cuda:auto (GPU job number mod GPUs: one GPU per job) | mps
     dtype: str = "float32"  # the network's dtype: float32 | bfloat16 | float16 (ODE states stay float32)
+    sde_scale: float = SDE_SCALE  # solver=sde: diffusion g(σ) = sde_scale·σ² (inference_scaling.sampling); 0 = Euler
 
 
 @dataclass
@@ -70,6 +71,18 @@ class EvolutionaryConfig(SearchConfig):
     population: int = 8
     elites: int = 2
     mutation: float = 0.5  # β: child = sqrt(1 − β²)·parent + β·ε
+
+
+@dataclass
+class AdaptiveConfig(SearchConfig):
+    success_threshold: Optional[float] = None  # a score >= this solves a condition (no more candidates); None: never
+    max_candidates_per_condition: Optional[int] = None  # a cap per condition; None: the chunk's pool is the only one
+
+
+@dataclass
+class GradientConfig(SearchConfig):
+    lr: float = 0.1  # relative step on the Gaussian shell, in (0, 2] (as zero-order's λ)
+    backward_nfe: float = 0.75  # forward NFEs one backward row is priced at (experiments/backward_ratio.py)
 
 
 @dataclass
@@ -173,6 +186,8 @@ def register() -> None:
     for name, node in [("zero_order", ZeroOrderConfig), ("paths", PathsConfig), ("fk_steering", FKSteeringConfig),
                        ("evolutionary", EvolutionaryConfig)]:
         cs.store(name=f"base_{name}", node=node)
+    cs.store(name="base_adaptive", node=AdaptiveConfig)
+    cs.store(name="base_gradient", node=GradientConfig)
     for name, node in verifier_configs().items():
         cs.store(name=f"base_{name}", node=node)
     if not OmegaConf.has_resolver("sample_cost"):
@@ -329,6 +344,11 @@ def validate(cfg: Config) -> int:
         raise ConfigError(f"model.solver={cfg.model.solver!r} is not a solver; choose one of: {', '.join(SOLVERS)}")
     _at_least("model.search_steps", cfg.model.search_steps, 1)
     _at_least("model.final_steps", cfg.model.final_steps, 1)
+    _at_least("model.sde_scale", cfg.model.sde_scale, 0.0)
+    if cfg.model.solver in STOCHASTIC and cfg.model.final_steps != cfg.model.search_steps:
+        raise ConfigError(f"model.solver={cfg.model.solver} draws fresh noise at every step, so model.final_steps="
+                          f"{cfg.model.final_steps} would render another sample than the one the search chose with "
+                          f"model.search_steps={cfg.model.search_steps}; set model.final_steps=${{model.search_steps}}")
     _at_least("model.guidance", cfg.model.guidance, 0.0)
     _check_device(cfg.model)
     _at_least("search.max_batch_size", cfg.search.max_batch_size, 1)
@@ -475,12 +495,24 @@ def _check_search_plan(cfg: Config, n_conditions: int) -> int:
         search = build_search(cfg.search)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    if cfg.model.solver in STOCHASTIC and not getattr(search, "passes_indices", False):
+        from inference_scaling.search import SEARCHES
+
+        able = ", ".join(name for name, kind in SEARCHES.items() if getattr(kind, "passes_indices", False))
+        raise ConfigError(f"model.solver={cfg.model.solver} draws its noise from each candidate's index, which "
+                          f"search={cfg.search.name} does not pass; use an ODE solver or search: {able}")
     dry = SearchTask(denoiser=None, solver=get_solver(cfg.model.solver), sigmas=search_sigmas(cfg.model),
                      cost_per_sample=search_cost(cfg.model), conds=torch.zeros(0), condition_ids=torch.zeros(0),
-                     noise_shape=(), seed=cfg.seed, verifier=None, max_batch_size=cfg.search.max_batch_size)
+                     noise_shape=(), seed=cfg.seed, verifier=None, max_batch_size=cfg.search.max_batch_size,
+                     sde_scale=cfg.model.sde_scale)
     if getattr(VERIFIERS[cfg.verifier.name], "needs_x0", False):
         _check_x0_level(cfg)
-    return search.plan(dry, cfg.budget.nfe)
+    try:
+        return search.plan(dry, cfg.budget.nfe)
+    except BudgetError:
+        raise
+    except ValueError as err:  # a parameter that does not fit the solver (FK steering's Δf = 0 with an ODE)
+        raise ConfigError(str(err)) from None
 
 
 def _check_x0_level(cfg: Config) -> None:
@@ -526,6 +558,13 @@ def _check_components(cfg: Config) -> int:
     if accepted is not None and benchmark.name not in accepted:
         raise ConfigError(f"verifier={cfg.verifier.name} does not score benchmark={benchmark.name}; "
                           f"it scores: {', '.join(accepted)}")
+    if getattr(SEARCHES[cfg.search.name], "needs_differentiable", False):  # it back-propagates through the verifier
+        from inference_scaling.search.gradient import refuse_non_differentiable
+
+        try:
+            refuse_non_differentiable(VERIFIERS[cfg.verifier.name], cfg.verifier.name)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if getattr(VERIFIERS[cfg.verifier.name], "needs_x0", False) and not getattr(SEARCHES[cfg.search.name],
                                                                                  "passes_x0", False):
         passing = sorted(name for name, algorithm in SEARCHES.items() if getattr(algorithm, "passes_x0", False))

@@ -19,7 +19,7 @@ from inference_scaling.benchmarks import BENCHMARKS, Conditions
 from inference_scaling.config import Config, final_sigmas, metric_configs, search_cost, search_sigmas, validate
 from inference_scaling.flops import gflops_per_nfe
 from inference_scaling.models import load_model
-from inference_scaling.nfe import DecodeCounter, NFECounter
+from inference_scaling.nfe import DecodeCounter, NFECounter, priced_nfe
 from inference_scaling.noise import candidate_noise
 from inference_scaling.reuse import StreamCache
 from inference_scaling.sampling import get_solver
@@ -86,7 +86,7 @@ def _run_chunks(cfg: Config, conditions: Conditions, plan: Plan, store: ChunkSto
     base = dict(denoiser=model.guided(counter, cfg.model.guidance), solver=get_solver(cfg.model.solver),
                 sigmas=search_sigmas(cfg.model), cost_per_sample=search_cost(cfg.model),
                 noise_shape=model.noise_shape, seed=cfg.seed, noise_generator=cfg.noise,
-                max_batch_size=cfg.search.max_batch_size,
+                max_batch_size=cfg.search.max_batch_size, sde_scale=cfg.model.sde_scale,
                 device=cfg.model.device, decode=decoder if model.decodes else model.decode)
     streams = None
     if cfg.reuse and cache_root is not None and hasattr(search, "stream_type"):
@@ -118,7 +118,7 @@ def _search_chunk(cfg: Config, model, search, task: SearchTask, counter: NFECoun
                   verifier, metric_verifiers: dict, streams: Optional[StreamCache], k: int) -> dict:
     """Search one chunk, render its choices with the final sampler, score them: its records and spending."""
     n_cond = len(task.condition_ids)
-    counter.count = 0
+    counter.count = counter.backward_count = 0
     decoder.calls = decoder.images = 0
     decoder.seconds = 0.0
     cost_before = verifier.cost.as_dict()
@@ -137,21 +137,26 @@ def _search_chunk(cfg: Config, model, search, task: SearchTask, counter: NFECoun
     computed = counter.count
     # The NFEs the selection stands for: a reused candidate was paid for once, by the job that computed it.
     selected = result.n_candidates * task.cost_per_sample * n_cond if reused else computed
-    assert selected <= cfg.budget.nfe * n_cond, f"search spent {selected / n_cond} NFEs per condition, budget {cfg.budget.nfe}"
+    # Backward passes through the network (gradient search), priced at the search's declared forward-NFE ratio.
+    backward = counter.backward_count
+    assert not backward or hasattr(search, "backward_nfe"), f"{type(search).__name__} ran backward passes unpriced"
+    priced = priced_nfe(selected, backward, getattr(search, "backward_nfe", 0.0))
+    assert priced <= cfg.budget.nfe * n_cond * (1 + 1e-9), \
+        f"search spent {priced / n_cond} priced NFEs per condition, budget {cfg.budget.nfe}"
     search_decode = decoder.as_dict()
     cost = {key: value - cost_before[key] for key, value in verifier.cost.as_dict().items()}
 
     # The paper renders the chosen noise with the (more expensive) final sampler.
     states = result.images
-    counter.count = 0
+    counter.count = counter.backward_count = 0
     rows = torch.arange(n_cond)
     if cfg.model.final_steps != cfg.model.search_steps:
         final_task = SearchTask(**{**task.__dict__, "sigmas": final_sigmas(cfg.model)})
         if result.lineage is not None:  # the chosen sample is a path of noises, not one initial noise
             states = search.replay(final_task, result.lineage).cpu()
         else:
-            states = final_task.solve(final_task.noise(rows, result.chosen), rows).cpu()
-    nfe_final = counter.count
+            states = final_task.solve(final_task.noise(rows, result.chosen), rows, result.chosen).cpu()
+    nfe_final, backward_final = counter.count, counter.backward_count
     images = torch.cat([model.decode(states[part].to(cfg.model.device)).cpu()
                         for part in batches(n_cond, cfg.search.max_batch_size)]) if model.decodes else states
     on_device = images.to(cfg.model.device)  # what the verifier and the metric verifiers score
@@ -162,11 +167,14 @@ def _search_chunk(cfg: Config, model, search, task: SearchTask, counter: NFECoun
         final_scores = task.score_images(on_device, rows)
     metric_scores = {label: SearchTask(**{**task.__dict__, "verifier": scorer}).score_images(on_device, rows)
                      for label, scorer in metric_verifiers.items()}
+    drawn = result.candidates_per_condition  # where conditions spend unequally: each one's candidates, NFE share
     records = [
         {"condition_id": int(task.condition_ids[c]), "prompt": task.prompts[c], "chosen_index": int(result.chosen[c]),
          "search_score": float(result.scores[c]), "final_score": float(final_scores[c]),
-         "all_candidates_failed": bool(result.failed[c]), "n_candidates": result.n_candidates,
-         "nfe_search": selected / n_cond, "nfe_final": nfe_final / n_cond,
+         "all_candidates_failed": bool(result.failed[c]),
+         "n_candidates": result.n_candidates if drawn is None else int(drawn[c]),
+         "nfe_search": selected / n_cond if drawn is None else selected * int(drawn[c]) / int(drawn.sum()),
+         "nfe_final": nfe_final / n_cond,
          **{f"metric_{label}": float(scores[c]) for label, scores in metric_scores.items()}}
         for c in range(n_cond)
     ]
@@ -176,6 +184,7 @@ def _search_chunk(cfg: Config, model, search, task: SearchTask, counter: NFECoun
             record["verifier_status"] = status["status"]
     return {"records": records, "lineage": result.lineage, "images": images, "conditions": n_cond,
             "nfe_search": selected, "nfe_search_computed": computed, "nfe_final": nfe_final,
+            "nfe_backward_search": backward, "nfe_priced_search": priced, "nfe_backward_final": backward_final,
             "candidates_reused": reused * n_cond, "n_candidates": result.n_candidates,
             "verifier_calls": result.verifier_calls, "verifier_forward_passes": cost["calls"],
             "verifier_seconds": cost["seconds"], "verifier_failed": cost["failed"], "search_seconds": search_seconds,
@@ -233,6 +242,10 @@ def finish(cfg: Config, conditions: Conditions, plan: Plan, store: ChunkStore) -
         nfe_search_computed_per_condition=total["nfe_search_computed"] / n_cond,
         candidates_reused=total["candidates_reused"],
         nfe_final_per_condition=total["nfe_final"] / n_cond,
+        # Backward passes through the network (gradient search) and the search's NFEs with them priced in.
+        nfe_backward_search_per_condition=total["nfe_backward_search"] / n_cond,
+        nfe_priced_search_per_condition=total["nfe_priced_search"] / n_cond,
+        nfe_backward_final_per_condition=total["nfe_backward_final"] / n_cond,
         gflops_per_nfe=spent[0]["gflops_per_nfe"],
         gflops_per_condition=spent[0]["gflops_per_nfe"] * (total["nfe_search"] + total["nfe_final"]) / n_cond,
         n_candidates=spent[0]["n_candidates"],
@@ -276,7 +289,8 @@ def replay(cfg: Config, condition_position: int, chosen_index: int) -> torch.Ten
     noise = candidate_noise(cfg.seed, conditions.ids[[condition_position]], torch.tensor([chosen_index]),
                             model.noise_shape, cfg.noise, cfg.model.device)
     task = SearchTask(denoiser=model.guided(model, cfg.model.guidance), solver=get_solver(cfg.model.solver),
-                      sigmas=final_sigmas(cfg.model), cost_per_sample=0, conds=rows, condition_ids=torch.zeros(1),
-                      noise_shape=model.noise_shape, seed=cfg.seed, verifier=None, max_batch_size=1,
-                      device=cfg.model.device)
-    return model.decode(task.solve(noise, torch.zeros(1, dtype=torch.long))).cpu()
+                      sigmas=final_sigmas(cfg.model), cost_per_sample=0, conds=rows,
+                      condition_ids=conditions.ids[[condition_position]], noise_shape=model.noise_shape, seed=cfg.seed,
+                      noise_generator=cfg.noise, verifier=None, max_batch_size=1, device=cfg.model.device,
+                      sde_scale=cfg.model.sde_scale)
+    return model.decode(task.solve(noise, torch.zeros(1, dtype=torch.long), torch.tensor([chosen_index]))).cpu()

@@ -29,6 +29,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from inference_scaling.sampling import STOCHASTIC
+
 PLAN = "plan.json"
 CHUNKS = "chunks"
 # Settings that never change what a chunk holds: where and how a job reports, and which chunks it runs.
@@ -52,6 +54,8 @@ def fingerprint(cfg, ignore: tuple[str, ...] = ()) -> str:
     tree = dataclasses.asdict(cfg)
     for key in (*NOT_FINGERPRINTED, *ignore):
         _drop(tree, key)
+    if tree["model"].get("solver") not in STOCHASTIC:
+        tree["model"].pop("sde_scale", None)  # no effect on an ODE's bits: folders from before it existed still resume
     device = str(tree["model"]["device"])
     tree["model"]["device"] = device.split(":")[0]  # cuda:0 and cuda:3 compute the same bits
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -19,7 +19,7 @@ CASES = [
     # unknown options and keys
     (["model=nope"], "unknown model 'nope'; choose one of: digits, dit_xl2"),
     (["verifier=nope"], "unknown verifier 'nope'; choose one of: aesthetic"),
-    (["search=nope"], "unknown search 'nope'; choose one of: evolutionary"),
+    (["search=nope"], "unknown search 'nope'; choose one of: adaptive, evolutionary"),
     (["benchmark=nope"], "unknown benchmark 'nope'; choose one of: digits, drawbench, geneval, imagenet, prompts, "
                           "scenes, t2i_compbench"),
     (["budget=nope"], "unknown budget 'nope'; choose one of: default, one_sample"),
@@ -30,7 +30,8 @@ CASES = [
     (["++model.typo=3"], "unknown config key 'model.typo'; accepted keys in model: name, weights, solver"),
     (["model=scenes", "+model.typo=3"], "unknown config key 'model.typo'; accepted keys in model: name"),
     ([*IMAGENET, "+model.widht=3"], "unknown config key 'model.widht'; accepted keys in model: name, weights, "
-                                    "solver, search_steps, final_steps, guidance, device, dtype, depth"),
+                                    "solver, search_steps, final_steps, guidance, device, dtype, sde_scale, "
+                                    "depth"),
     (["search.n=4"], "unknown config key 'search.n'; accepted keys in search: name, max_batch_size"),
     (["budget.nfe=abc"], "bad override budget.nfe=abc"),
     (["~label", "progress=false"], "bad override ~label: Could not delete from config. 'label' does not exist."),

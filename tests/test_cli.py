@@ -11,6 +11,7 @@ import pytest
 
 from inference_scaling.__main__ import CONF_DIR, precheck
 from inference_scaling.config import validate
+from inference_scaling.search import SEARCHES
 from inference_scaling.verifiers import VERIFIERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def test_multirun_writes_records_and_scaling_figure(tmp_path):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("search=beam", "error: unknown search 'beam'; choose one of: evolutionary, fk_steering, paths, random, zero_order"),
+    ("search=beam", "error: unknown search 'beam'; choose one of: " + ", ".join(sorted(SEARCHES))),
     ("verifier=clip", "error: unknown verifier 'clip'; choose one of: " + ", ".join(sorted(VERIFIERS))),
     ("budget.nfee=3", "error: unknown config key 'budget.nfee'; accepted keys in budget: nfe"),
     ("budget.nfe=abc", "error: bad override budget.nfe=abc: Value 'abc' of type 'str' could not be converted to Integer"),

@@ -331,8 +331,8 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
 
 
 def test_every_search_runs_on_both_backends_through_the_cli(folders, tiny_clip_folder, tmp_path):
-    """One multirun per backend over all five algorithms; budgets are the smallest all five plans accept."""
-    searches = "random,zero_order,paths,fk_steering,evolutionary"
+    """One multirun per backend over every algorithm; budgets are the smallest all their plans accept."""
+    searches = "random,zero_order,paths,fk_steering,evolutionary,adaptive"
     backends = [("flux_dev", folders["dev"], 1, 28), ("sd35_medium", folders["sd3"], 2, 56)]
     procs = [start_cli("-m", f"search={searches}", *overrides(preset, folder, "model.height=32", "model.width=32",
                                                               "model.search_steps=2", "model.final_steps=3"),
@@ -343,7 +343,7 @@ def test_every_search_runs_on_both_backends_through_the_cli(folders, tiny_clip_f
         returncode, stderr = finish(proc)
         assert returncode == 0, stderr[-3000:]
         jobs = sorted(p.parent for p in (tmp_path / preset).rglob("metrics.json"))
-        assert len(jobs) == 5
+        assert len(jobs) == len(searches.split(","))
         for job in jobs:
             metrics = json.loads((job / "metrics.json").read_text())
             assert metrics["n_conditions"] == 2

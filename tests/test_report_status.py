@@ -140,3 +140,12 @@ def test_nothing_finished_names_the_unfinished_jobs(tmp_path, capsys):
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (f"error: no finished job (a folder with metrics.json) below {str(tmp_path)!r}; "
                                        "unfinished: 0 (2/4 chunks); missing: budget.nfe=6\n")
+
+
+def test_job_overrides_keep_interpolations_as_written(tmp_path):
+    from inference_scaling.reporting.curves import _job_overrides
+
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(["model.final_steps=${model.search_steps}", "budget.nfe=7"], tmp_path / ".hydra" / "overrides.yaml")
+    overrides = _job_overrides(tmp_path)  # read as text: resolving `${...}` outside its config would fail
+    assert overrides["budget.nfe"] == "7" and "model.search_steps" in overrides["model.final_steps"]

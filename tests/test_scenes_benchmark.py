@@ -47,7 +47,7 @@ def test_learned_verifier_score_rises_with_budget(config):
 
 
 @pytest.mark.parametrize("search,budget", [("random", 14), ("zero_order", 35), ("paths", 40), ("fk_steering", 40),
-                                           ("evolutionary", 98)])
+                                           ("evolutionary", 98), ("adaptive", 14)])
 def test_every_search_runs_on_scenes(config, search, budget):
     m = metrics(config, f"search={search}", f"budget.nfe={budget}", "verifier=scene_checker", "benchmark.per_class=1")
     assert 0 < m["nfe_search_per_condition"] <= budget

@@ -330,3 +330,26 @@ def test_verifier_score_rises_with_budget(flow, verifier, name, budgets):
     search = ALGORITHMS[name]()
     means = [search(make_task(flow, verifier, per_class=10)[0], b).scores.mean().item() for b in budgets]
     assert means[0] < means[1] < means[2], means
+
+
+# States carried between rounds stay on the model's device (SearchTask.hold) unless they exceed hold_bytes.
+
+
+def test_hold_keeps_states_where_they_are_until_the_limit(flow, verifier):
+    task, _ = make_task(flow, verifier)
+    small = torch.empty(4, 1, 8, 8, device="meta")  # a meta tensor cannot be copied to the host: hold must not try
+    assert task.hold(small) is small
+    task.hold_bytes = small.numel() * small.element_size() - 1
+    with pytest.raises((NotImplementedError, RuntimeError)):  # over the limit: hold copies it to the host
+        task.hold(small)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_cuda_search_matches_cpu_and_returns_host_images(verifier, name):
+    cpu_task, _ = make_task(DigitsDenoiser(load_flow()), verifier)
+    gpu_task, _ = make_task(DigitsDenoiser(load_flow(device="cuda")), build_verifier("classifier_prob", device="cuda"))
+    gpu_task.device = "cuda"
+    a, b = (ALGORITHMS[name]()(task, 60) for task in (cpu_task, gpu_task))
+    assert b.images.device.type == "cpu"
+    assert torch.allclose(a.images, b.images, atol=1e-3)

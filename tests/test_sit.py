@@ -218,7 +218,7 @@ def test_a_class_beyond_the_label_table_is_refused(config, overrides, adapter, m
 
 
 def test_every_search_runs_end_to_end_through_the_cli(overrides, tmp_path, one_thread_cli):
-    searches = ["random", "zero_order", "paths", "fk_steering", "evolutionary"]
+    searches = ["random", "zero_order", "paths", "fk_steering", "evolutionary", "adaptive"]
     budget = 56  # heun2, 2 steps: 4 NFEs per candidate; evolutionary's population of 8 needs the most
     proc = cli("-m", *overrides, f"search={','.join(searches)}", f"budget.nfe={budget}",
                f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)

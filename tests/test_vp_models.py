@@ -27,7 +27,7 @@ from inference_scaling.search.base import SearchTask
 from inference_scaling.weights import WeightsError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SEARCHES = "random,zero_order,paths,fk_steering,evolutionary"
+SEARCHES = "random,zero_order,paths,fk_steering,evolutionary,adaptive"
 PROMPTS = ["a red cube", "two cats"]
 
 
@@ -377,7 +377,7 @@ def launch(args: list[str], cwd) -> subprocess.Popen:
 
 
 def test_every_search_runs_end_to_end_through_the_cli(dit_folder, pixart_folder, tiny_clip_folder, tmp_path):
-    """One multirun per backend over the five algorithms (the two run side by side)."""
+    """One multirun per backend over every algorithm (the two run side by side)."""
     common = [f"search={SEARCHES}", f"budget.nfe={BUDGET}", "model.search_steps=3", "model.final_steps=4",
               "model.guidance=2.0", "progress=false", "logger=none", f"verifier.clip={tiny_clip_folder}"]
     runs = {
@@ -392,8 +392,8 @@ def test_every_search_runs_end_to_end_through_the_cli(dit_folder, pixart_folder,
     for name, proc in procs.items():
         _, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, f"{name}: {stderr[-3000:]}"
-        check_sweep(tmp_path / name, 5, 2, BUDGET)
-    print(f"ten jobs (two multiruns side by side) in {time.perf_counter() - start:.1f} s")
+        check_sweep(tmp_path / name, len(SEARCHES.split(",")), 2, BUDGET)
+    print(f"{2 * len(SEARCHES.split(','))} jobs (two multiruns side by side) in {time.perf_counter() - start:.1f} s")
 
 
 def test_a_folder_without_a_transformer_is_refused_before_anything_is_written(dit_folder, tmp_path, monkeypatch,

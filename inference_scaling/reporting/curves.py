@@ -256,7 +256,8 @@ def _job_overrides(job: Path) -> dict[str, str]:
     file = job / ".hydra" / "overrides.yaml"
     if not file.exists():
         return {}
-    overrides = OverridesParser.create().parse_overrides(list(OmegaConf.load(file)))
+    # The file is a list of override strings; `${...}` in one is the override's own text, not resolved here.
+    overrides = OverridesParser.create().parse_overrides(OmegaConf.to_container(OmegaConf.load(file), resolve=False))
     return {o.get_key_element(): o.get_value_element_as_str() for o in overrides}
 
 

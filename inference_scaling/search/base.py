@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
@@ -11,9 +12,13 @@ import torch
 from torch import Tensor
 
 from inference_scaling.denoiser import Denoiser, Rows, x0_from_velocity
-from inference_scaling.noise import candidate_noise
-from inference_scaling.sampling import solver_nfe
+from inference_scaling.noise import candidate_noise, noise_seed
+from inference_scaling.sampling import SDE_SCALE, is_stochastic, solver_nfe
 from inference_scaling.verifiers.base import Verifier
+
+# The tag that derives a stochastic solver's per-step seeds from the run seed, noise_seed(seed, SDE_NOISE, step),
+# so the noise of step t of candidate i, candidate_noise(that seed, condition, i), never repeats a candidate noise.
+SDE_NOISE = 0x736465  # "sde"
 
 
 @dataclass
@@ -35,6 +40,10 @@ class SearchTask:
     labels: Optional[Tensor] = None  # (C, ...) what class verifiers read; None: `conds`
     decode: Callable[[Tensor], Tensor] = lambda x: x  # search states → images in [-1, 1] (a latent model's VAE)
     noise_generator: str = "torch"  # inference_scaling.noise.GENERATORS: torch (CPU, per candidate) | counter
+    # States carried between rounds (paths' beams, FK particles, pivots, populations) stay on the model's device up
+    # to this many bytes, so a round does not copy them to the host and back; larger sets wait on the host.
+    hold_bytes: int = 2 << 30
+    sde_scale: float = SDE_SCALE  # a stochastic solver's g(σ) = sde_scale·σ² (model.sde_scale); ODE solvers ignore it
 
     @property
     def sigma_top(self) -> float:
@@ -46,43 +55,70 @@ class SearchTask:
         return candidate_noise(self.seed, self.condition_ids[rows], indices, self.noise_shape, self.noise_generator,
                                self.device)
 
+    def hold(self, x: Tensor) -> Tensor:
+        """`x` kept where the next round reads it: on the model's device while it fits in `hold_bytes`, else on
+        the host (the caller moves each batch back with `.to(task.device)`, a no-op for a state already there)."""
+        return x if x.numel() * x.element_size() <= self.hold_bytes else x.cpu()
+
     def enter(self, x: Tensor, sigma: float) -> tuple[Tensor, float]:
         """A state at level σ as a state on the model's grid: above its top level (pure noise at σ = 1) the state
         is scaled to the top level, x·σ_top/σ, the linear interpolant's noise term there. Identity when σ_top = 1."""
         top = self.sigma_top
         return (x, sigma) if sigma <= top else (x * (top / sigma), top)
 
-    def solve_on(self, grid: Tensor, x: Tensor, rows: Tensor, callback=None) -> Tensor:
-        """Solve states x (at grid[0]) for the conditions at positions `rows` down to grid[-1], in denoiser calls
-        of at most `max_batch_size` rows; `callback` sees every step of every call, in row order."""
-        return torch.cat([
-            self.solver(self.denoiser, x[part], grid, self.conds[rows[part]].to(self.device), callback)
-            for part in batches(len(rows), self.max_batch_size)
-        ])
+    def step_noise(self, rows: Tensor, indices: Tensor) -> Callable[[int], Tensor]:
+        """A stochastic solver's noise: step t of candidate `indices` of the conditions at `rows` draws
+        candidate_noise(noise_seed(seed, SDE_NOISE, t), condition id, index), so it depends on (seed, condition,
+        index, step) alone, not on batch size or order, and never repeats a candidate noise."""
+        ids = self.condition_ids[rows]
+        return lambda step: candidate_noise(noise_seed(self.seed, SDE_NOISE, step), ids, indices, self.noise_shape,
+                                            self.noise_generator, self.device)
 
-    def solve(self, x: Tensor, rows: Tensor) -> Tensor:
-        """Solve initial noises on the search grid."""
-        return self.solve_on(self.sigmas, self.enter(x, 1.0)[0], rows)
+    def solve_on(self, grid: Tensor, x: Tensor, rows: Tensor, callback=None,
+                 indices: Optional[Tensor] = None) -> Tensor:
+        """Solve states x (at grid[0]) for the conditions at positions `rows` down to grid[-1], in denoiser calls
+        of at most `max_batch_size` rows; `callback` sees every step of every call, in row order. `indices`: the
+        candidate index naming each row, from which a stochastic solver draws its noise (`step_noise`); ODE solvers
+        ignore it, and a stochastic one refuses to run without it."""
+        stochastic = is_stochastic(self.solver)
+        if stochastic and indices is None:
+            raise ValueError(f"solver {self.solver.__name__!r} draws noise at every step from each row's candidate "
+                             f"index, but this search solved rows without indices=; use an ODE solver (euler, heun, "
+                             f"heun2) with it")
+        parts = []
+        for part in batches(len(rows), self.max_batch_size):
+            cond = self.conds[rows[part]].to(self.device)
+            if stochastic:
+                parts.append(self.solver(self.denoiser, x[part], grid, cond, callback,
+                                         noise=self.step_noise(rows[part], indices[part]), scale=self.sde_scale))
+            else:
+                parts.append(self.solver(self.denoiser, x[part], grid, cond, callback))
+        return torch.cat(parts)
+
+    def solve(self, x: Tensor, rows: Tensor, indices: Optional[Tensor] = None) -> Tensor:
+        """Solve initial noises on the search grid (`indices` as in `solve_on`)."""
+        return self.solve_on(self.sigmas, self.enter(x, 1.0)[0], rows, indices=indices)
 
     def x0_step(self, sigma: float) -> int:
         """The step of the search grid whose level is nearest `sigma` (where x0-predictions are read)."""
         return nearest_step(self.sigmas, sigma)
 
-    def solve_with_x0(self, x: Tensor, rows: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+    def solve_with_x0(self, x: Tensor, rows: Tensor, sigma: float,
+                      indices: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """`solve`, also returning each sample's x0-prediction at the grid level nearest `sigma`. It costs no
         extra NFE: it is the prediction of the denoiser evaluation that step makes anyway."""
         step, seen = self.x0_step(sigma), []
         final = self.solve_on(self.sigmas, self.enter(x, 1.0)[0], rows,
-                              callback=lambda s: seen.append(s.x0) if s.index == step else None)
+                              callback=lambda s: seen.append(s.x0) if s.index == step else None, indices=indices)
         return final, torch.cat(seen)
 
-    def solve_and_score(self, x: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    def solve_and_score(self, x: Tensor, rows: Tensor, indices: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Solve initial noises on the search grid and score the samples: (samples, CPU scores). A verifier that
         reads x0-predictions (`needs_x0`) gets them from the same solve, at no extra NFE."""
         if getattr(self.verifier, "needs_x0", False):
-            final, x0 = self.solve_with_x0(x, rows, self.verifier.sigma)
+            final, x0 = self.solve_with_x0(x, rows, self.verifier.sigma, indices)
             return final, self.score(final, rows, x0=x0)
-        final = self.solve(x, rows)
+        final = self.solve(x, rows, indices)
         return final, self.score(final, rows)
 
     def score(self, x: Tensor, rows: Tensor, x0: Optional[Tensor] = None) -> Tensor:
@@ -103,6 +139,12 @@ class SearchTask:
             return self.verifier(x, cond, x0=x0).float().cpu()
         return self.verifier(x, cond).float().cpu()
 
+    @property
+    def overlap(self) -> bool:
+        """Whether scoring runs beside the denoiser (`ScoringQueue`): for verifiers whose calls wait on something
+        other than this process's compute (`remote = True`: an API), not for ones that read x0-predictions."""
+        return bool(getattr(self.verifier, "remote", False)) and not getattr(self.verifier, "needs_x0", False)
+
     def group_size(self, n: int) -> int:
         """Candidates per verifier call: every candidate for verifiers that score the whole selected set (the
         FID-oracle), whole conditions (multiples of n) for set-level verifiers that rank within a condition,
@@ -112,6 +154,56 @@ class SearchTask:
         if getattr(self.verifier, "set_level", False):
             return max(n, self.max_batch_size // n * n)
         return self.max_batch_size
+
+
+class ScoringQueue:
+    """Scores solved batches in the order they are submitted and hands each batch's scores to its continuation.
+
+    With a verifier that waits on the network (`SearchTask.overlap`), a batch is scored in one worker thread while
+    the caller solves the next batch, so the denoiser never waits on an API; at most one batch is in flight, and
+    continuations run in the caller's thread in submission order, so a search selects exactly as when every batch is
+    scored inline. Otherwise `submit` scores inline. Use as a context manager: leaving it waits for the last batch.
+    """
+
+    def __init__(self, task: "SearchTask"):
+        self.task = task
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verifier") if task.overlap else None
+        self.pending: Optional[tuple[Future, Tensor, Tensor, Callable]] = None
+
+    def submit(self, x: Tensor, rows: Tensor, then: Callable[[Tensor, Tensor], None]) -> None:
+        """Score states `x` of conditions `rows`, then call `then(x, scores)` (after every earlier batch's)."""
+        if self.pool is None:
+            then(x, self.task.score(x, rows))
+            return
+        self.drain()
+        self.pending = (self.pool.submit(self.task.score, x, rows), x, rows, then)
+
+    def solve(self, x: Tensor, rows: Tensor, then: Callable[[Tensor, Tensor], None],
+              indices: Optional[Tensor] = None) -> None:
+        """Solve initial noises `x` on the search grid and `submit` the samples (`SearchTask.solve_and_score`'s
+        work: a verifier that reads x0-predictions is scored inline, from the same solve)."""
+        if getattr(self.task.verifier, "needs_x0", False):
+            then(*self.task.solve_and_score(x, rows, indices))
+        else:
+            self.submit(self.task.solve(x, rows, indices), rows, then)
+
+    def drain(self) -> None:
+        """Wait for the batch in flight, if any, and run its continuation."""
+        if self.pending is not None:
+            future, x, _, then = self.pending
+            self.pending = None
+            then(x, future.result())
+
+    def __enter__(self) -> "ScoringQueue":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        try:
+            if kind is None:
+                self.drain()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -127,6 +219,9 @@ class SearchResult:
     # Per condition, a JSON-ready record that re-renders the chosen sample from the seed alone (pivot history,
     # noise indices along a path, particle ancestry); None where `chosen` names the noise (random search).
     lineage: Optional[list[dict]] = None
+    # (C,) candidates each condition got, where conditions spend unequally (adaptive budgets; `candidate_scores`
+    # is then NaN past a condition's count); None where every condition got `n_candidates`.
+    candidates_per_condition: Optional[Tensor] = None
 
     @property
     def failed(self) -> Tensor:
@@ -222,11 +317,14 @@ def segment_cost(task: SearchTask, sigma_from: float, sigma_to: float) -> int:
     return solver_nfe(task.solver.__name__, grid) * evals_per_call(task)
 
 
-def solve_between(task: SearchTask, x: Tensor, rows: Tensor, sigma_from: float, sigma_to: float) -> Tensor:
+def solve_between(task: SearchTask, x: Tensor, rows: Tensor, sigma_from: float, sigma_to: float,
+                  indices: Optional[Tensor] = None) -> Tensor:
     """Solve states x at level `sigma_from` down to `sigma_to`, in denoiser calls of at most `max_batch_size` rows;
-    a state above the grid's top level (initial noise at σ = 1) enters at the top (`SearchTask.enter`)."""
+    a state above the grid's top level (initial noise at σ = 1) enters at the top (`SearchTask.enter`). `indices`
+    as in `SearchTask.solve_on`: a stochastic solver's steps count from 0 on each segment, so a search gives every
+    segment of a path its own index (a round's renoising index)."""
     x, sigma_from = task.enter(x, sigma_from)
-    return task.solve_on(segment_sigmas(task.sigmas, sigma_from, sigma_to), x, rows)
+    return task.solve_on(segment_sigmas(task.sigmas, sigma_from, sigma_to), x, rows, indices=indices)
 
 
 @torch.no_grad()
@@ -282,15 +380,18 @@ def replay_path(task: SearchTask, lineage: list[dict]) -> Tensor:
 
     An entry holds the row, the initial noise index, the level the first solve stops at and, per round, the
     levels (σ, σ + Δf, end) and the noise index of that round's renoising; entries of one search share the
-    levels. Passing a task with another grid re-renders the same paths on that grid (the segments follow it).
+    levels. Passing a task with another grid re-renders the same paths on that grid (the segments follow it); with
+    a stochastic solver a segment also draws its solver noise from that index (the initial index for the first
+    solve), and a round whose σ + Δf is σ (FK steering with Δf = 0) is not renoised.
     """
     rows = lineage_rows(task, lineage)
     first = lineage[0]
     assert all(_path_levels(e) == _path_levels(first) for e in lineage), "entries replayed together share their levels"
-    x = solve_between(task, task.noise(rows, torch.tensor([e["initial"] for e in lineage])), rows, 1.0,
-                      first["sigma_start"])
+    initial = torch.tensor([e["initial"] for e in lineage])
+    x = solve_between(task, task.noise(rows, initial), rows, 1.0, first["sigma_start"], indices=initial)
     for r, step in enumerate(first["rounds"]):
-        eps = task.noise(rows, torch.tensor([e["rounds"][r]["noise"] for e in lineage]))
-        x = solve_between(task, renoise(x, step["sigma"], step["sigma_up"], eps), rows, step["sigma_up"],
-                          step["sigma_down"])
+        index = torch.tensor([e["rounds"][r]["noise"] for e in lineage])
+        if step["sigma_up"] > step["sigma"]:
+            x = renoise(x, step["sigma"], step["sigma_up"], task.noise(rows, index))
+        x = solve_between(task, x, rows, step["sigma_up"], step["sigma_down"], indices=index)
     return x

@@ -10,11 +10,13 @@ He, Liang, Wang, Wan, Zhang, Gai, Pan, "Scaling Image and Video Generation via T
        which keeps a N(0, I) parent N(0, I), so children stay noise the model was trained on.
     4. Solve and score the children; repeat 2-4 for G generations; return the best noise ever scored.
 
-Two deviations: elites are not re-solved (under our deterministic ODE their samples would not change; EvoSearch
-re-generates them with its SDE sampler), and parents are chosen by truncation rather than EvoSearch's tournament
-(child j mutates the (j mod E)-th best elite), which needs no random draws beyond the mutations. This is a (μ + λ) evolution strategy with μ = E, λ = P − E; zero-order search is its (1 + N) special
-case with mutations at a fixed distance. EvoSearch also evolves intermediate states with SDE noise; that part
-is left out (search over paths and FK steering cover renoising of intermediate states).
+Two deviations: elites are not re-solved (under our deterministic ODE their samples would not change, nor under
+model.solver=sde, whose noise is named by the candidate's index; EvoSearch re-generates them with fresh SDE noise),
+and parents are chosen by truncation rather than EvoSearch's tournament (child j mutates the (j mod E)-th best
+elite), which needs no random draws beyond the mutations. This is a (μ + λ) evolution strategy with μ = E,
+λ = P − E; zero-order search is its (1 + N) special case with mutations at a fixed distance. EvoSearch also
+evolves intermediate states with SDE noise; that part is left out (search over paths and FK steering cover
+renoising of intermediate states).
 
 Defaults P = 8, E = 2, β = 0.5: on the embedded model β = 0.5 beat 0.3 and 0.8 at every budget tried (42 to 192
 NFEs); P = 4, E = 1 did better still at small budgets, but is nearly zero-order search.
@@ -30,8 +32,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from inference_scaling.nfe import BudgetError, check_budget
-from inference_scaling.search.base import (SearchResult, SearchTask, batches, comparable, keep_best, lineage_rows,
-                                           no_best, refuse_set_level)
+from inference_scaling.search.base import (SearchResult, SearchTask, ScoringQueue, batches, comparable, keep_best,
+                                           lineage_rows, no_best, refuse_set_level)
 
 
 def mutate(parent: Tensor, eps: Tensor, beta: float) -> Tensor:
@@ -87,6 +89,7 @@ class EvolutionarySearch:
     """
 
     passes_x0 = True  # candidates are full solves from noise: x0-predictions along them reach the verifier
+    passes_indices = True  # every solve names its rows' candidate indices: a stochastic solver can run (`solve_on`)
 
     def __init__(self, population: int = 8, elites: int = 2, mutation: float = 0.5, progress: bool = False):
         if not 1 <= elites < population:
@@ -149,14 +152,14 @@ class EvolutionarySearch:
         if pop.n == 0:  # 1. Generation 0: P noises per condition. Members are kept per condition: (C, P) indices.
             best, images = no_best(c), None
             members = torch.arange(P).repeat(c, 1)
-            noises = task.noise(everyone.repeat_interleave(P), members.flatten()).cpu()
+            noises = task.hold(task.noise(everyone.repeat_interleave(P), members.flatten()))
             images = self._evaluate(task, everyone.repeat_interleave(P), members.flatten(), noises, candidate_scores,
                                     best, None, records)
             noises = noises.view(c, P, *noises.shape[1:])
         else:
             current = self.select(pop, pop.n)
             best, images = comparable(current.scores), current.images.clone()
-            members, noises = pop.members, pop.noises
+            members, noises = pop.members, task.hold(pop.noises.to(task.device))
         for g in tqdm(range(max(pop.n, 1), G), desc="evolutionary search", disable=not self.progress, leave=False):
             # 2. Elites: the E best members; a stable sort keeps the older of equal scores first, so the first
             #    best noise ever scored is never dropped.
@@ -169,8 +172,8 @@ class EvolutionarySearch:
             rows = everyone.repeat_interleave(P - E)
             children = torch.cat([
                 mutate(noises[rows[p], parent.flatten()[p]].to(task.device),
-                       task.noise(rows[p], child_index.repeat(c)[p]), self.mutation).cpu()
-                for p in batches(c * (P - E), task.max_batch_size)])
+                       task.noise(rows[p], child_index.repeat(c)[p]), self.mutation).to(noises.device)
+                for p in batches(c * (P - E), task.max_batch_size)])  # where the population is held
             parents[:, child_index] = members.gather(1, parent)  # each child's parent candidate
             # 4. Solve and score the children (elites keep their scores: the ODE would give the same samples).
             images = self._evaluate(task, rows, child_index.repeat(c), children, candidate_scores, best, images,
@@ -179,7 +182,7 @@ class EvolutionarySearch:
             noises = torch.cat([noises[everyone[:, None], elite], children.view(c, P - E, *noises.shape[2:])], dim=1)
         record_rows, record_index, record_images = (torch.cat(parts) for parts in zip(*records))
         return Population(n=G, ids=task.condition_ids.cpu(), scores=candidate_scores, parent=parents, members=members,
-                          noises=noises, record_rows=record_rows, record_index=record_index,
+                          noises=noises.cpu(), record_rows=record_rows, record_index=record_index,
                           record_images=record_images)
 
     def select(self, pop: Population, G: int) -> SearchResult:
@@ -209,8 +212,9 @@ class EvolutionarySearch:
                   best: Tensor, images: Tensor | None, records: list) -> Tensor:
         """Solve and score candidate noises in flat batches; record their scores, keep each condition's best and
         append the candidates that set a new best (row, index, sample) to `records`."""
-        for part in batches(len(rows), task.max_batch_size):
-            x, s = task.solve_and_score(noises[part].to(task.device), rows[part])
+
+        def record(x: Tensor, s: Tensor, part: slice) -> None:
+            nonlocal images
             x = x.cpu()
             candidate_scores[rows[part], index[part]] = s
             if images is None:
@@ -224,6 +228,11 @@ class EvolutionarySearch:
                 0, rows[part][hit], torch.arange(len(s))[hit], "amin")
             won = won.nonzero().squeeze(1)
             records.append((won, index[part][first[won]], images[won].clone()))
+
+        with ScoringQueue(task) as queue:  # an API verifier scores a batch while the next one is solved
+            for part in batches(len(rows), task.max_batch_size):
+                queue.solve(noises[part].to(task.device), rows[part], lambda x, s, part=part: record(x, s, part),
+                            indices=index[part])
         return images
 
     @staticmethod
@@ -231,4 +240,6 @@ class EvolutionarySearch:
         """Re-render chosen samples: each generation-0 noise mutated along its ancestry, then all solved (batched).
         A task with another grid renders the same noises with that sampler."""
         rows = lineage_rows(task, lineage)
-        return task.solve(torch.cat([descendant_noise(task, row, entry) for row, entry in zip(rows, lineage)]), rows)
+        chosen = torch.tensor([(entry["mutations"] or [entry["initial"]])[-1] for entry in lineage])
+        return task.solve(torch.cat([descendant_noise(task, row, entry) for row, entry in zip(rows, lineage)]), rows,
+                          chosen)

@@ -18,7 +18,9 @@ A failed reward (NaN, ±inf; `comparable` in search/base.py) enters as −inf, s
 Resampling under a deterministic ODE would leave the copies of a particle identical, so the proposal of step 3
 is stochastic: every particle is renoised by the interpolant's forward process from σ_r up to σ_r + Δf with
 fresh noise, then solved down to σ_{r+1} with the task's solver. Renoising maps the marginal p_σ to p_{σ+Δf}
-exactly and the solve carries it down, so without potentials the particles still sample the model. Resampling
+exactly and the solve carries it down, so without potentials the particles still sample the model. With a
+stochastic solver (model.solver=sde, the proposal their paper uses) the solve itself draws fresh noise for every
+particle, so copies part ways without renoising: Δf = 0 is then allowed (and refused with an ODE solver). Resampling
 levels are equally spaced, σ_r = 1 − r/(R+1); resampling is multinomial with uniforms u = Φ(z) from seeded
 noise, so a run is reproducible from (seed, condition, index) like every other draw.
 
@@ -36,8 +38,9 @@ from tqdm.auto import tqdm
 
 from inference_scaling.nfe import BudgetError, check_budget
 from inference_scaling.noise import candidate_noise
+from inference_scaling.sampling import is_stochastic
 from inference_scaling.search.base import (SearchResult, SearchTask, batches, comparable, evals_per_call, predict_x0,
-                                           renoise, replay_path, segment_cost, solve_between)
+                                           renoise, replay_path, segment_cost, segment_sigmas, solve_between)
 
 POTENTIALS = ("max", "add", "diff")
 MAX_RESAMPLINGS = 1000
@@ -82,18 +85,22 @@ class FKSteering:
     Noise indices per condition: the K initial noises are 0..K−1; round r (0-based) draws K + r·(K+1) + j to
     renoise slot j and, at K + r·(K+1) + K, the vector of K normals whose Φ are the resampling uniforms. A
     particle is named by the index of its last noise; its lineage lists its initial index and, per round, the
-    levels and the noise index that renoised it (ancestry through resampling is implicit in those indices).
+    levels and the noise index that renoised it (ancestry through resampling is implicit in those indices). A
+    stochastic solver draws a segment's step noises from the same index (the first segment: the initial index),
+    so (index, step) names every draw of a condition once; with Δf = 0 the index names those draws alone.
     `candidate_scores` is (C, (R + 1)·K): the particles' x0-prediction scores at each level before resampling,
     then the final samples' scores.
     """
+
+    passes_indices = True  # every solve names its rows' candidate indices: a stochastic solver can run (`solve_on`)
 
     def __init__(self, resamplings: int = 3, delta_f: float = 0.1, lam: float = 10.0, potential: str = "diff",
                  progress: bool = False):
         if not 1 <= resamplings <= MAX_RESAMPLINGS:
             raise ValueError(f"search.resamplings={resamplings} must be in [1, {MAX_RESAMPLINGS}] (each level costs "
                              f"every particle at least one NFE)")
-        if not 0.0 < delta_f <= 1.0:
-            raise ValueError(f"search.delta_f={delta_f} must be in (0, 1]: resampled copies need fresh noise to differ")
+        if not 0.0 <= delta_f <= 1.0:
+            raise ValueError(f"search.delta_f={delta_f} must be in [0, 1] (0 only with a stochastic solver)")
         if not lam > 0.0:
             raise ValueError(f"search.lam={lam} must be > 0 (the inverse temperature of the potentials exp(λ·r))")
         if potential not in POTENTIALS:
@@ -115,7 +122,9 @@ class FKSteering:
             evals_per_call(task) + segment_cost(task, up, down) for _, up, down in self.rounds())
 
     def particles(self, task: SearchTask, budget: int) -> int:
-        """K = budget // particle_cost; refuses a budget that does not buy one particle."""
+        """K = budget // particle_cost; refuses a budget that does not buy one particle, and Δf = 0 where the
+        resampled copies would stay identical (`check_fresh_noise`)."""
+        self.check_fresh_noise(task)
         check_budget(budget, task.cost_per_sample)
         k = budget // self.particle_cost(task)
         if k < 1:
@@ -125,6 +134,21 @@ class FKSteering:
                 f"search.resamplings"
             )
         return k
+
+    def check_fresh_noise(self, task: SearchTask) -> None:
+        """With Δf = 0 only the solver parts resampled copies: refused for an ODE solver (or scale 0), and where the
+        last segment is a single step to σ = 0, which adds no noise (it lands on the x0-prediction)."""
+        if self.delta_f > 0.0:
+            return
+        if not is_stochastic(task.solver) or task.sde_scale == 0.0:
+            solver = f"solver {task.solver.__name__!r}" + (" with sde_scale=0" if is_stochastic(task.solver) else "")
+            raise ValueError(f"search.delta_f=0 leaves resampled particles identical under the deterministic {solver}: "
+                             f"use search.delta_f > 0, or model.solver=sde with model.sde_scale > 0")
+        sigma, up, down = self.rounds()[-1]
+        if len(segment_sigmas(task.sigmas, min(up, task.sigma_top), down)) < 3:
+            raise ValueError(f"search.delta_f=0: the last segment, σ = {up:g} to 0, is one solver step, which adds no "
+                             f"noise, so particles resampled at σ = {sigma:g} would stay identical; use more "
+                             f"model.search_steps or search.delta_f > 0")
 
     plan = particles  # the common name: the free parameter a budget buys (refuses one that buys none)
 
@@ -139,7 +163,7 @@ class FKSteering:
         slots = torch.arange(K).repeat(c)
         rounds = self.rounds()
         # 1. K particles per condition, solved to the first resampling level.
-        x = solve_between(task, task.noise(rows, slots), rows, 1.0, rounds[0][0]).cpu()
+        x = task.hold(solve_between(task, task.noise(rows, slots), rows, 1.0, rounds[0][0], indices=slots))
         origin, history = slots, []  # per particle: its initial noise, and its noise index in every round
         candidate_scores = torch.empty(c, (len(rounds) + 1) * K)
         past = None
@@ -154,9 +178,8 @@ class FKSteering:
             x, past = x[ancestor], past[ancestor]
             # 3. Fresh noise for every particle, so copies of one ancestor part ways, then solve to σ_{r+1}.
             indices = block + slots
-            x = torch.cat([solve_between(task, renoise(x[p].to(task.device), sigma, up, task.noise(rows[p], indices[p])),
-                                         rows[p], up, down).cpu()
-                           for p in batches(c * K, task.max_batch_size)])
+            x = task.hold(torch.cat([self._propose(task, x[p].to(task.device), rows[p], indices[p], (sigma, up, down))
+                                     for p in batches(c * K, task.max_batch_size)]))
             origin = origin[ancestor]  # a particle's path: its ancestor's, then this round's noise
             history = [h[ancestor] for h in history] + [indices]
         # 4. Best-of-K over the final (clean) particles.
@@ -170,10 +193,19 @@ class FKSteering:
                     "rounds": [{"sigma": sigma, "sigma_up": up, "sigma_down": down, "noise": noise}
                                for (sigma, up, down), noise in zip(rounds, noises[row])]}
                    for row, k in enumerate(flat.tolist())]
-        return SearchResult(images=x[flat], chosen=torch.tensor([p["rounds"][-1]["noise"] for p in lineage]),
+        return SearchResult(images=x[flat].cpu(), chosen=torch.tensor([p["rounds"][-1]["noise"] for p in lineage]),
                             scores=s.gather(1, best[:, None]).squeeze(1), candidate_scores=candidate_scores,
                             n_candidates=candidate_scores.shape[1], verifier_calls=candidate_scores.numel(),
                             lineage=lineage)
+
+    @staticmethod
+    def _propose(task: SearchTask, x: Tensor, rows: Tensor, indices: Tensor,
+                 levels: tuple[float, float, float]) -> Tensor:
+        """Renoise particles from σ_r to σ_r + Δf with the noises `indices` (none when Δf = 0), solve to σ_{r+1}."""
+        sigma, up, down = levels
+        if up > sigma:
+            x = renoise(x, sigma, up, task.noise(rows, indices))
+        return solve_between(task, x, rows, up, down, indices=indices)
 
     @staticmethod
     def _score(task: SearchTask, x: Tensor, rows: Tensor, sigma: float, k: int) -> Tensor:

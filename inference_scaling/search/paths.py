@@ -30,8 +30,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from inference_scaling.nfe import BudgetError, check_budget
-from inference_scaling.search.base import (SearchResult, SearchTask, batches, comparable, evals_per_call, predict_x0,
-                                           renoise, replay_path, segment_cost, solve_between)
+from inference_scaling.search.base import (SearchResult, SearchTask, ScoringQueue, batches, comparable, evals_per_call,
+                                           predict_x0, renoise, replay_path, segment_cost, solve_between)
 
 MAX_ROUNDS = 1000  # a finer schedule than any sampler grid: each round solves at least one step per branch
 _END = 1e-9  # a round that would end within this of σ = 0 ends at 0, so float drift adds no sliver of a round
@@ -43,8 +43,12 @@ class SearchOverPaths:
     Noise indices per condition: the N initial noises are 0..N−1; in round r, branch m of survivor n renoises
     with index N + r·N·M + n·M + m, which also names that candidate. The lineage of the chosen sample lists its
     initial index and each round's levels and noise index. `candidate_scores` is (C, rounds·N·M) in noise-index
-    order: each round's branches scored on their x0-predictions (the last round's are final samples).
+    order: each round's branches scored on their x0-predictions (the last round's are final samples). A stochastic
+    solver draws a segment's step noises from the same index (the first solve: the initial index), so (index,
+    step) names every draw of a condition once.
     """
+
+    passes_indices = True  # every solve names its rows' candidate indices: a stochastic solver can run (`solve_on`)
 
     def __init__(self, m: int = 2, sigma_start: float = 0.5, delta_f: float = 0.1, delta_b: float = 0.35,
                  progress: bool = False):
@@ -107,7 +111,8 @@ class SearchOverPaths:
         rows = torch.arange(c).repeat_interleave(N)
         # 1. N initial noises per condition, solved to σ_start.
         initial = torch.arange(N).repeat(c)
-        states = solve_between(task, task.noise(rows, initial), rows, 1.0, self.sigma_start).cpu()
+        states = task.hold(solve_between(task, task.noise(rows, initial), rows, 1.0, self.sigma_start,
+                                         indices=initial))
         origin = initial  # per survivor: its initial noise, and below its branch's noise index in every round
         history: list[Tensor] = []
         rounds = self.rounds()
@@ -133,7 +138,7 @@ class SearchOverPaths:
                     "sigma_start": self.sigma_start, "initial": int(origin[best[row]]),
                     "rounds": [{"sigma": sigma, "sigma_up": up, "sigma_down": down, "noise": noise}
                                for (sigma, up, down), noise in zip(rounds, noises[row])]} for row in range(c)]
-        return SearchResult(images=states[best], chosen=torch.tensor([p["rounds"][-1]["noise"] for p in lineage]),
+        return SearchResult(images=states[best].cpu(), chosen=torch.tensor([p["rounds"][-1]["noise"] for p in lineage]),
                             scores=survivor_scores[:, 0], candidate_scores=candidate_scores,
                             n_candidates=candidate_scores.shape[1], verifier_calls=candidate_scores.numel(),
                             lineage=lineage)
@@ -148,12 +153,13 @@ class SearchOverPaths:
         sigma, up, down = levels
         out, scores = [], []
         branches = len(parent) // len(task.condition_ids)  # N·M per condition, condition-major
-        for part in batches(len(parent), task.group_size(branches)):
-            x = renoise(states[parent[part]].to(task.device), sigma, up, task.noise(rows[part], indices[part]))
-            x = solve_between(task, x, rows[part], up, down)
-            scores.append(task.score(predict_x0(task, x, rows[part], down), rows[part]))
-            out.append(x.cpu())
-        return torch.cat(out), torch.cat(scores)
+        with ScoringQueue(task) as queue:  # an API verifier scores a batch while the next one is solved
+            for part in batches(len(parent), task.group_size(branches)):
+                x = renoise(states[parent[part]].to(task.device), sigma, up, task.noise(rows[part], indices[part]))
+                x = solve_between(task, x, rows[part], up, down, indices=indices[part])
+                queue.submit(predict_x0(task, x, rows[part], down), rows[part], lambda _, s: scores.append(s))
+                out.append(x)
+        return task.hold(torch.cat(out)), torch.cat(scores)
 
     @staticmethod
     def replay(task: SearchTask, lineage: list[dict]) -> Tensor:

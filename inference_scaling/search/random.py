@@ -9,7 +9,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from inference_scaling.nfe import check_budget
-from inference_scaling.search.base import SearchResult, SearchTask, batches, comparable, keep_best, no_best
+from inference_scaling.search.base import (SearchResult, SearchTask, ScoringQueue, batches, comparable, keep_best,
+                                           no_best)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class RandomSearch:
     """
 
     passes_x0 = True  # candidates are full solves from noise: x0-predictions along them reach the verifier
+    passes_indices = True  # every solve names its rows' candidate indices: a stochastic solver can run (`solve_on`)
     stream_type = CandidateStream
 
     def __init__(self, progress: bool = False):
@@ -82,22 +84,28 @@ class RandomSearch:
             images = stream.record_images[last].clone()
         new_rows, new_index, new_images = [], [], []
         blocks = list(batches(c, task.max_batch_size))
-        for i in tqdm(range(stream.n, n), desc="random search", disable=not self.progress, mininterval=2.0,
-                      leave=False):
-            for block in blocks:
-                rows = torch.arange(c)[block]
-                index = torch.full((len(rows),), i, dtype=torch.long)
-                x, s = task.solve_and_score(task.noise(rows, index), rows)
-                scores[rows, i] = s
-                x = x.cpu()
-                if images is None:
-                    images = torch.zeros(c, *x.shape[1:], dtype=x.dtype)
-                held = best[rows]  # one candidate per condition in a call: a record beats the held best
-                won = held.isnan() | (comparable(s) > held)
-                keep_best(best, images, rows, s, x)
-                new_rows.append(rows[won])
-                new_index.append(index[won])
-                new_images.append(x[won])
+
+        def record(x: Tensor, s: Tensor, rows: Tensor, index: Tensor) -> None:
+            nonlocal images
+            scores[rows, index] = s
+            x = x.cpu()
+            if images is None:
+                images = torch.zeros(c, *x.shape[1:], dtype=x.dtype)
+            held = best[rows]  # one candidate per condition in a call: a record beats the held best
+            won = held.isnan() | (comparable(s) > held)
+            keep_best(best, images, rows, s, x)
+            new_rows.append(rows[won])
+            new_index.append(index[won])
+            new_images.append(x[won])
+
+        with ScoringQueue(task) as queue:  # an API verifier scores a batch while the next one is solved
+            for i in tqdm(range(stream.n, n), desc="random search", disable=not self.progress, mininterval=2.0,
+                          leave=False):
+                for block in blocks:
+                    rows = torch.arange(c)[block]
+                    index = torch.full((len(rows),), i, dtype=torch.long)
+                    queue.solve(task.noise(rows, index), rows,
+                                lambda x, s, rows=rows, index=index: record(x, s, rows, index), indices=index)
         record_images = torch.cat(([stream.record_images] if stream.n else []) + new_images)
         return CandidateStream(n, scores, torch.cat([stream.record_rows, *new_rows]),
                                torch.cat([stream.record_index, *new_index]), record_images)
@@ -126,13 +134,19 @@ class RandomSearch:
         scores = torch.empty(c * n)
         best = no_best(c)
         images = None
-        for part in tqdm(list(batches(c * n, task.group_size(n))), desc="random search", disable=not self.progress,
-                         mininterval=2.0, leave=False):
-            x, s = task.solve_and_score(task.noise(rows[part], indices[part]), rows[part])
+
+        def record(x: Tensor, s: Tensor, part: slice) -> None:
+            nonlocal images
             scores[part] = s
             if images is None:
                 images = torch.zeros(c, *x.shape[1:], dtype=x.dtype)
             keep_best(best, images, rows[part], s, x.cpu())
+
+        with ScoringQueue(task) as queue:
+            for part in tqdm(list(batches(c * n, task.group_size(n))), desc="random search", disable=not self.progress,
+                             mininterval=2.0, leave=False):
+                queue.solve(task.noise(rows[part], indices[part]), rows[part],
+                            lambda x, s, part=part: record(x, s, part), indices=indices[part])
         candidate_scores = scores.view(c, n)
         chosen = comparable(candidate_scores).argmax(dim=1)  # the first best: the image keep_best kept
         return SearchResult(images=images, chosen=chosen, scores=candidate_scores.gather(1, chosen[:, None]).squeeze(1),

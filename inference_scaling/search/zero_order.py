@@ -24,8 +24,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from inference_scaling.nfe import BudgetError, check_budget
-from inference_scaling.search.base import (SearchResult, SearchTask, batches, comparable, keep_best, lineage_rows,
-                                           refuse_set_level)
+from inference_scaling.search.base import (SearchResult, SearchTask, ScoringQueue, batches, comparable, keep_best,
+                                           lineage_rows, refuse_set_level)
 
 
 def neighbour(pivot: Tensor, direction: Tensor, lam: float) -> Tensor:
@@ -91,6 +91,7 @@ class ZeroOrderSearch:
     """
 
     passes_x0 = True  # candidates are full solves from noise: x0-predictions along them reach the verifier
+    passes_indices = True  # every solve names its rows' candidate indices: a stochastic solver can run (`solve_on`)
 
     def __init__(self, n: int = 4, lam: float = 0.6, progress: bool = False):
         if n < 1:
@@ -149,7 +150,7 @@ class ZeroOrderSearch:
                              move_images=first_images[:0])
         candidate_scores = torch.cat([walk.scores, torch.empty(c, (K - walk.n) * N)], dim=1)
         current = self.select(walk, walk.n)
-        pivot, images = walk.pivot.clone(), current.images.clone()
+        pivot, images = task.hold(walk.pivot.to(task.device)), current.images.clone()  # pivots stay on the device
         pivot_score = comparable(current.scores)  # a failed pivot is kept only until a neighbour scores
         moves = [(walk.move_rows, walk.move_iteration, walk.move_index, walk.move_images)]
         rows = everyone.repeat_interleave(N)
@@ -157,19 +158,25 @@ class ZeroOrderSearch:
             indices = 1 + k * N + torch.arange(N).repeat(c)
             # 2-3. N neighbours of each pivot, solved and scored; the running best starts at the pivot.
             best = pivot_score.clone()
-            for part in batches(c * N, task.max_batch_size):
-                candidate = neighbour(pivot[rows[part]].to(task.device), task.noise(rows[part], indices[part]), self.lam)
-                x, s = task.solve_and_score(candidate, rows[part])
+
+            def record(x: Tensor, s: Tensor, part: slice) -> None:
                 candidate_scores[rows[part], indices[part]] = s
                 keep_best(best, images, rows[part], s, x.cpu())
+
+            with ScoringQueue(task) as queue:  # an API verifier scores a batch while the next one is solved
+                for part in batches(c * N, task.max_batch_size):
+                    candidate = neighbour(pivot[rows[part]].to(task.device), task.noise(rows[part], indices[part]),
+                                          self.lam)
+                    queue.solve(candidate, rows[part], lambda x, s, part=part: record(x, s, part),
+                                indices=indices[part])
             # 4. Move the pivots that a neighbour beat (the first best neighbour, as keep_best kept its image).
             moved = (best > pivot_score).nonzero().squeeze(1)
             winner = 1 + k * N + comparable(candidate_scores[moved, 1 + k * N:1 + (k + 1) * N]).argmax(dim=1)
-            pivot[moved] = neighbour(pivot[moved].to(task.device), task.noise(moved, winner), self.lam).cpu()
+            pivot[moved] = neighbour(pivot[moved].to(task.device), task.noise(moved, winner), self.lam).to(pivot.device)
             pivot_score = best
             moves.append((moved, torch.full_like(moved, k), winner, images[moved].clone()))
         rows_, iteration, index, moved_images = (torch.cat(parts) for parts in zip(*moves))
-        return PivotWalk(n=K, ids=walk.ids, scores=candidate_scores, pivot=pivot, first_images=walk.first_images,
+        return PivotWalk(n=K, ids=walk.ids, scores=candidate_scores, pivot=pivot.cpu(), first_images=walk.first_images,
                          move_rows=rows_, move_iteration=iteration, move_index=index, move_images=moved_images)
 
     def select(self, walk: PivotWalk, K: int) -> SearchResult:
@@ -196,7 +203,7 @@ class ZeroOrderSearch:
         images, scores = [], []
         for part in batches(c, task.max_batch_size):
             rows = torch.arange(c)[part]
-            x, s = task.solve_and_score(pivot[part].to(task.device), rows)
+            x, s = task.solve_and_score(pivot[part].to(task.device), rows, torch.zeros(len(rows), dtype=torch.long))
             images.append(x.cpu())
             scores.append(s)
         return torch.cat(images), torch.cat(scores)
@@ -206,4 +213,5 @@ class ZeroOrderSearch:
         """Re-render chosen samples from their pivot histories: walk each condition's pivots from candidate 0, then
         solve them all (batched). A task with another grid renders the same noises with that sampler."""
         rows = lineage_rows(task, lineage)
-        return task.solve(torch.cat([pivot_noise(task, row, entry) for row, entry in zip(rows, lineage)]), rows)
+        return task.solve(torch.cat([pivot_noise(task, row, entry) for row, entry in zip(rows, lineage)]), rows,
+                          torch.tensor([entry["pivots"][-1] for entry in lineage]))

@@ -21,6 +21,7 @@ class ClassifierProb:
 
     name = "classifier_prob"
     benchmarks = ("digits",)  # conditions are digit classes
+    differentiable = True  # `differentiable_score`: the same score with the graph kept (gradient search)
 
     def __init__(self, weights: str = DEFAULT_WEIGHTS, device: str = "cpu"):
         self.net = load_classifier(weights, device)
@@ -31,18 +32,26 @@ class ClassifierProb:
     def from_config(cls, cfg, device: str) -> "ClassifierProb":
         return cls(cfg.weights, device)
 
-    def logits(self, images: Tensor) -> Tensor:
+    def logits(self, images: Tensor, keep_graph: bool = False) -> Tensor:
+        """The classifier's logits; without a graph unless `keep_graph` (then differentiable in `images`)."""
         start = time.perf_counter()
-        with torch.no_grad():
+        with torch.set_grad_enabled(keep_graph):
             logits = self.net(images.to(self.device)).float()
         self.cost.calls += 1
         self.cost.images += len(images)
         self.cost.seconds += time.perf_counter() - start
         return logits
 
-    def __call__(self, images: Tensor, cond: Tensor) -> Tensor:
-        probs = self.logits(images).softmax(-1)
+    def score(self, logits: Tensor, cond: Tensor) -> Tensor:
+        probs = logits.softmax(-1)
         return probs.gather(1, cond.to(probs.device).view(-1, 1)).squeeze(1)
+
+    def __call__(self, images: Tensor, cond: Tensor) -> Tensor:
+        return self.score(self.logits(images), cond)
+
+    def differentiable_score(self, images: Tensor, cond: Tensor) -> Tensor:
+        """`__call__`'s scores with the graph kept, differentiable in `images`."""
+        return self.score(self.logits(images, keep_graph=True), cond)
 
 
 class ClassifierLogit(ClassifierProb):
@@ -50,6 +59,5 @@ class ClassifierLogit(ClassifierProb):
 
     name = "classifier_logit"
 
-    def __call__(self, images: Tensor, cond: Tensor) -> Tensor:
-        logits = self.logits(images)
+    def score(self, logits: Tensor, cond: Tensor) -> Tensor:
         return logits.gather(1, cond.to(logits.device).view(-1, 1)).squeeze(1)

@@ -184,6 +184,7 @@ class LLMGrader:
 
     name = "llm_grader"
     takes_prompts = True  # grades images against the benchmark's prompts (any benchmark)
+    remote = True  # its calls wait on an API: searches score a batch while solving the next (ScoringQueue)
 
     @classmethod
     def from_config(cls, cfg: LLMGraderConfig, device: str = "cpu") -> "LLMGrader":

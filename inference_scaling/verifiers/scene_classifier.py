@@ -30,6 +30,7 @@ class SceneClassifierConfig(VerifierConfig):
 class SceneClassifierVerifier:
     name = "scene_classifier"
     benchmarks = ("scenes",)
+    differentiable = True  # `differentiable_score`: the same score with the graph kept (gradient search)
 
     def __init__(self, weights: str = CLASSIFIER_WEIGHTS, device: str = "cpu", aspect: str = "both"):
         if aspect not in ASPECTS:
@@ -49,8 +50,15 @@ class SceneClassifierVerifier:
         return cls(cfg.weights, device, getattr(cfg, "aspect", "both"))
 
     def __call__(self, images: Tensor, cond: Tensor) -> Tensor:
+        return self._score(images, cond, keep_graph=False)
+
+    def differentiable_score(self, images: Tensor, cond: Tensor) -> Tensor:
+        """`__call__`'s scores with the graph kept, differentiable in `images`."""
+        return self._score(images, cond, keep_graph=True)
+
+    def _score(self, images: Tensor, cond: Tensor, keep_graph: bool) -> Tensor:
         start = time.perf_counter()
-        with torch.no_grad():
+        with torch.set_grad_enabled(keep_graph):
             log_p = self.net.condition_log_prob(images.to(self.device), cond.to(self.device), self.aspect)
             score = log_p.exp().float()
         self.cost.calls += 1
