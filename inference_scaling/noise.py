@@ -91,16 +91,19 @@ def _as_int64(value: int) -> int:
 _GAMMA, _M1, _M2 = (_as_int64(v) for v in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
 
 
-def _shr(z: Tensor, bits: int) -> Tensor:
-    """Logical right shift of int64 bit patterns (torch's >> is arithmetic)."""
-    return (z >> bits) & ((1 << (64 - bits)) - 1)
+def _shr_(z: Tensor, bits: int, out: Tensor) -> Tensor:
+    """Logical right shift of int64 bit patterns into `out` (torch's >> is arithmetic: the sign bits are masked)."""
+    torch.bitwise_right_shift(z, bits, out=out)
+    return out.bitwise_and_((1 << (64 - bits)) - 1)
 
 
-def _mix64(z: Tensor) -> Tensor:
-    """splitmix64's finaliser on int64 bit patterns (multiplication wraps modulo 2**64, as in `_splitmix64`)."""
-    z = (z ^ _shr(z, 30)) * _M1
-    z = (z ^ _shr(z, 27)) * _M2
-    return z ^ _shr(z, 31)
+def _mix64_(z: Tensor) -> Tensor:
+    """splitmix64's finaliser on int64 bit patterns, in place (multiplication wraps modulo 2**64, as in
+    `_splitmix64`); in-place arithmetic keeps a large batch to two buffers."""
+    t = torch.empty_like(z)
+    z.bitwise_xor_(_shr_(z, 30, t)).mul_(_M1)
+    z.bitwise_xor_(_shr_(z, 27, t)).mul_(_M2)
+    return z.bitwise_xor_(_shr_(z, 31, t))
 
 
 def counter_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...], device: str = "cpu") -> Tensor:
@@ -108,11 +111,15 @@ def counter_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[i
     n = math.prod(shape)
     keys = torch.from_numpy(_seed_array(seed, conditions.cpu(), indices.cpu()).view(np.int64)).to(device)  # < 2**63
     pairs = (n + 1) // 2
-    counters = torch.arange(2 * pairs, dtype=torch.int64, device=device)
-    bits = _mix64(keys[:, None] + (counters[None, :] + 1) * _GAMMA)  # (B, 2·pairs) independent 64-bit words
-    uniform = (_shr(bits, 11).double() + 0.5) * 2.0 ** -53  # in (0, 1), 53 random bits each
-    u1, u2 = uniform[:, :pairs], uniform[:, pairs:]
-    radius = torch.sqrt(-2.0 * torch.log(u1))
-    angle = 2.0 * torch.pi * u2
-    normal = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)[:, :n]
-    return normal.float().view(len(indices), *shape)
+    steps = (torch.arange(2 * pairs, dtype=torch.int64, device=device) + 1) * _GAMMA
+    bits = _mix64_(keys[:, None] + steps[None, :])  # (B, 2·pairs) independent 64-bit words
+    uniform = _shr_(bits, 11, torch.empty_like(bits)).double()  # 53 random bits each ...
+    del bits
+    uniform.add_(0.5).mul_(2.0 ** -53)  # ... as a float64 in (0, 1)
+    radius, angle = uniform[:, :pairs], uniform[:, pairs:]
+    radius.log_().mul_(-2.0).sqrt_()  # Box–Muller: sqrt(−2·log u1) and 2π·u2, in place
+    angle.mul_(2.0 * torch.pi)
+    normal = torch.empty(len(indices), 2 * pairs, dtype=torch.float64, device=device)
+    torch.cos(angle, out=normal[:, :pairs]).mul_(radius)
+    torch.sin(angle, out=normal[:, pairs:]).mul_(radius)
+    return normal[:, :n].float().view(len(indices), *shape)

@@ -1,5 +1,7 @@
 """Noise reproducibility, budget accounting and random search on the embedded model."""
 
+import math
+
 import pytest
 import torch
 
@@ -56,6 +58,26 @@ def test_counter_noise_keeps_the_contract_and_is_standard_normal():
     assert abs(torch.corrcoef(torch.stack([many[:, 0], many[:, 1]]))[0, 1]) < 0.05  # two pairs
     assert abs(torch.corrcoef(torch.stack([many[:, 0], many[:, 32]]))[0, 1]) < 0.05  # one Box–Muller pair: r·cos, r·sin
     assert abs(torch.corrcoef(torch.stack([many[:-1, 0], many[1:, 0]]))[0, 1]) < 0.05  # neighbouring candidates
+
+
+def test_counter_noise_is_the_documented_construction():
+    """Element k of a candidate's noise, recomputed in plain Python integers and floats: word j = splitmix64's
+    finaliser of (candidate seed + (j + 1)·γ), u = (word >> 11 + ½)·2⁻⁵³, Box–Muller on (u_k, u_{pairs + k})."""
+    from inference_scaling.noise import _splitmix64, noise_seed
+
+    gamma, mask = 0x9E3779B97F4A7C15, (1 << 64) - 1
+    shape, n = (3, 5), 15
+    pairs = (n + 1) // 2
+    got = candidate_noise(11, torch.tensor([4, 2**40]), torch.tensor([9, 0]), shape, "counter").flatten(1)
+    for row, (c, i) in enumerate([(4, 9), (2**40, 0)]):
+        key = noise_seed(11, c, i)
+        # _splitmix64 adds γ before finalising: word j is its value at (key + j·γ)
+        words = [_splitmix64((key + j * gamma) & mask) for j in range(2 * pairs)]
+        u = [((w >> 11) + 0.5) * 2.0**-53 for w in words]
+        radius = [math.sqrt(-2 * math.log(u[k])) for k in range(pairs)]
+        expect = ([r * math.cos(2 * math.pi * a) for r, a in zip(radius, u[pairs:])]
+                  + [r * math.sin(2 * math.pi * a) for r, a in zip(radius, u[pairs:])])[:n]
+        assert torch.allclose(got[row].double(), torch.tensor(expect, dtype=torch.float64), rtol=1e-6, atol=1e-6)
 
 
 def test_a_job_with_counter_noise_searches_renders_and_replays(config):
