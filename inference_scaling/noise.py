@@ -77,8 +77,9 @@ def _torch_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[in
     """One CPU Mersenne-twister generator per candidate, seeded by `noise_seed`."""
     out = torch.empty(len(indices), *shape)
     gen = torch.Generator()
-    for row, row_seed in zip(out, noise_seeds(seed, conditions.cpu(), indices.cpu())):
-        gen.manual_seed(row_seed)
+    reseed = gen.manual_seed
+    for row, row_seed in zip(out.unbind(0), noise_seeds(seed, conditions.cpu(), indices.cpu())):  # views made at once
+        reseed(row_seed)
         row.normal_(generator=gen)  # in place: same numbers as torch.randn(shape, generator=gen)
     return out
 
