@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 import torch
@@ -24,6 +25,22 @@ def config():
 
 
 @pytest.fixture(scope="module")
+def flow():
+    """The committed digits flow model behind the denoiser contract."""
+    from inference_scaling.models.digits import DigitsDenoiser, load_flow
+
+    return DigitsDenoiser(load_flow())
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    """The digits IS-oracle analog (the committed classifier's probability of the condition's class)."""
+    from inference_scaling.verifiers import build_verifier
+
+    return build_verifier("classifier_prob")
+
+
+@pytest.fixture(scope="module")
 def one_thread():
     """Tiny networks run fastest on one thread, and are then not slowed down by other work on the machine:
     on a busy 2-core machine a descheduled intra-op thread stalls every parallel region."""
@@ -45,3 +62,23 @@ def tiny_clip_folder(tmp_path_factory):
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one intra-op thread each
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def run_main(tmp_path, monkeypatch, capsys):
+    """Run the entry point on a command line in an empty folder; returns (exit code, stderr lines)."""
+    from inference_scaling.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(args: list[str]) -> tuple[int, list[str]]:
+        quiet = [] if any(a.startswith("logger=") for a in args) else ["logger=none"]
+        monkeypatch.setattr(sys, "argv", ["inference-scaling", *args, *quiet, "progress=false"])
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+        return code, capsys.readouterr().err.strip().splitlines()
+
+    return run

@@ -11,7 +11,6 @@ import torch
 
 from inference_scaling.__main__ import main
 from inference_scaling.denoiser import GuidedDenoiser
-from inference_scaling.models.digits import DigitsDenoiser, load_flow
 from inference_scaling.nfe import BudgetError, NFECounter
 from inference_scaling.runner import replay
 from inference_scaling.sampling import heun, linear_sigmas, sde, solver_nfe
@@ -20,21 +19,10 @@ from inference_scaling.search.adaptive import AdaptiveSearch
 from inference_scaling.search.base import SearchTask
 from inference_scaling.search.random import CandidateStream, RandomSearch
 from inference_scaling.store import load_selected
-from inference_scaling.verifiers import build_verifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 COST = 3  # NFEs of one candidate: 2 Heun steps
 THRESHOLD = 0.93  # classifier_prob on the digits model: about a third of candidates reach it
-
-
-@pytest.fixture(scope="module")
-def flow():
-    return DigitsDenoiser(load_flow())
-
-
-@pytest.fixture(scope="module")
-def verifier():
-    return build_verifier("classifier_prob")
 
 
 def make_task(flow, verifier, per_class=2, max_batch_size=1024, solver=heun):

@@ -84,24 +84,6 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def run_main(tmp_path, monkeypatch, capsys):
-    """Run the entry point on a command line in an empty folder; returns (exit code, stderr lines)."""
-    monkeypatch.chdir(tmp_path)
-
-    def run(args: list[str]) -> tuple[int, list[str]]:
-        quiet = [] if any(a.startswith("logger=") for a in args) else ["logger=none"]
-        monkeypatch.setattr(sys, "argv", ["inference-scaling", *args, *quiet, "progress=false"])
-        try:
-            main()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code
-        return code, capsys.readouterr().err.strip().splitlines()
-
-    return run
-
-
 @pytest.mark.parametrize("args,message", CASES, ids=[" ".join(a)[-60:] for a, _ in CASES])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_main, tmp_path, args, message):
     code, lines = run_main([*args, f"hydra.run.dir={tmp_path / 'run'}"])

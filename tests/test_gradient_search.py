@@ -11,7 +11,7 @@ import torch
 from inference_scaling.__main__ import main
 from inference_scaling.config import ConfigError, validate
 from inference_scaling.denoiser import GuidedDenoiser
-from inference_scaling.models.digits import DigitsDenoiser, load_flow
+from inference_scaling.models.digits import DigitsDenoiser
 from inference_scaling.models.scenes import load as load_scenes_flow
 from inference_scaling.nfe import BudgetError, NFECounter, NotDifferentiableError, priced_nfe
 from inference_scaling.noise import candidate_noise
@@ -22,11 +22,6 @@ from inference_scaling.search.gradient import GradientSearch, shell_step
 from inference_scaling.verifiers import VERIFIERS, build_verifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def flow():
-    return DigitsDenoiser(load_flow())
 
 
 def make_task(denoiser, verifier, per_class=2, steps=2, guidance=1.0, max_batch_size=1024, solver=heun):

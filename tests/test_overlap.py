@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from inference_scaling.denoiser import GuidedDenoiser
-from inference_scaling.models.digits import DigitsDenoiser, load_flow
 from inference_scaling.nfe import NFECounter
 from inference_scaling.sampling import heun, linear_sigmas, solver_nfe
 from inference_scaling.search import SearchTask, build_search
@@ -53,16 +52,11 @@ class Watch:
         return self.network(x, sigma, cond)
 
 
-@pytest.fixture(scope="module")
-def network():
-    return DigitsDenoiser(load_flow())
-
-
-def run(network, name, remote):
+def run(flow, name, remote):
     verifier = SlowVerifier(remote)
     sigmas = linear_sigmas(2)
     labels = torch.arange(10).repeat(2)
-    task = SearchTask(denoiser=GuidedDenoiser(NFECounter(Watch(network, verifier)), 1.0, torch.tensor([10])),
+    task = SearchTask(denoiser=GuidedDenoiser(NFECounter(Watch(flow, verifier)), 1.0, torch.tensor([10])),
                       solver=heun, sigmas=sigmas, cost_per_sample=solver_nfe("heun", sigmas), conds=labels,
                       condition_ids=torch.arange(20), noise_shape=(1, 8, 8), seed=0, verifier=verifier,
                       max_batch_size=8)
@@ -71,9 +65,9 @@ def run(network, name, remote):
 
 
 @pytest.mark.parametrize("name", ["random", "zero_order", "evolutionary", "paths", "adaptive"])
-def test_a_remote_verifier_overlaps_the_denoiser_and_the_search_selects_the_same(network, name):
-    inline, _ = run(network, name, remote=False)
-    overlapped, remote_verifier = run(network, name, remote=True)
+def test_a_remote_verifier_overlaps_the_denoiser_and_the_search_selects_the_same(flow, name):
+    inline, _ = run(flow, name, remote=False)
+    overlapped, remote_verifier = run(flow, name, remote=True)
     assert remote_verifier.overlapped >= remote_verifier.calls // 2  # most calls had a solve running beside them
     assert torch.equal(inline.chosen, overlapped.chosen)
     assert torch.equal(inline.images, overlapped.images)

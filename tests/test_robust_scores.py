@@ -7,12 +7,10 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from tiny_models import random_inception_weights
 
 import inference_scaling.runner as runner
 from inference_scaling.denoiser import GuidedDenoiser
-from inference_scaling.models.digits import DigitsDenoiser, load_flow
 from inference_scaling.nfe import NFECounter
 from inference_scaling.reporting.records import write_job
 from inference_scaling.sampling import heun, linear_sigmas, solver_nfe
@@ -91,11 +89,6 @@ def test_resampling_gives_failed_particles_no_weight_and_all_failed_uniform_weig
 
 
 # ---------- every algorithm, end to end on the embedded model ----------
-
-
-@pytest.fixture(scope="module")
-def flow():
-    return DigitsDenoiser(load_flow())
 
 
 def make_task(flow, fail):

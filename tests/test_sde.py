@@ -2,7 +2,6 @@
 
 import json
 import math
-import sys
 
 import pytest
 import torch
@@ -20,7 +19,6 @@ from inference_scaling.search.fk_steering import FKSteering
 from inference_scaling.search.paths import SearchOverPaths
 from inference_scaling.search.random import RandomSearch
 from inference_scaling.search.zero_order import ZeroOrderSearch
-from inference_scaling.verifiers import build_verifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,16 +100,6 @@ def test_sampler_without_noise_is_refused():
 
 
 # The noise contract: step t of candidate i of condition c under seed s depends on (s, c, i, t) alone.
-
-
-@pytest.fixture(scope="module")
-def flow():
-    return DigitsDenoiser(load_flow())
-
-
-@pytest.fixture(scope="module")
-def verifier():
-    return build_verifier("classifier_prob")
 
 
 def make_task(flow, verifier, solver=sde, steps=4, per_class=1, max_batch_size=1024, seed=0, scale=1.0, classes=10):
@@ -269,33 +257,19 @@ def test_runner_renders_and_replays_an_sde_choice(config):
     assert not torch.allclose(narrower["images"], result["images"], atol=1e-3)
 
 
-def command_line(monkeypatch, capsys, *args: str) -> tuple[int, list[str]]:
-    """The `inference-scaling` entry point run in this process: (exit code, stderr lines)."""
-    from inference_scaling.__main__ import main
-
-    monkeypatch.setattr(sys, "argv", ["inference-scaling", *args, "logger=none", "progress=false"])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err.strip().splitlines()
-
-
-def test_cli_end_to_end_fk_steering_on_the_sde(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+def test_cli_end_to_end_fk_steering_on_the_sde(tmp_path, run_main):
     run = tmp_path / "run"
-    code, err = command_line(monkeypatch, capsys, "model.solver=sde", "model.sde_scale=2", "model.search_steps=8",
-                             "model.final_steps=8", "search=fk_steering", "search.delta_f=0", "budget.nfe=48",
-                             "benchmark.per_class=1", f"hydra.run.dir={run}")
+    code, err = run_main(["model.solver=sde", "model.sde_scale=2", "model.search_steps=8", "model.final_steps=8",
+                          "search=fk_steering", "search.delta_f=0", "budget.nfe=48", "benchmark.per_class=1",
+                          f"hydra.run.dir={run}"])
     assert code == 0, err
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 < metrics["nfe_search_per_condition"] <= 48 and metrics["nfe_final_per_condition"] == 0
     assert "solver: sde" in (run / "config.yaml").read_text() and "sde_scale: 2.0" in (run / "config.yaml").read_text()
     lineage = [json.loads(line) for line in (run / "lineage.jsonl").read_text().splitlines()]
     assert all(r["sigma_up"] == r["sigma"] for entry in lineage for r in entry["rounds"])  # no renoising
-    code, err = command_line(monkeypatch, capsys, "search=fk_steering", "search.delta_f=0", "budget.nfe=48",
-                             f"hydra.run.dir={tmp_path / 'refused'}")
+    code, err = run_main(["search=fk_steering", "search.delta_f=0", "budget.nfe=48",
+                          f"hydra.run.dir={tmp_path / 'refused'}"])
     assert code == 2 and len(err) == 1 and err[0].startswith("error: search.delta_f=0 leaves resampled particles")
     assert not (tmp_path / "refused").exists()
 

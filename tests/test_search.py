@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from inference_scaling.denoiser import GuidedDenoiser
-from inference_scaling.models.digits import DigitsDenoiser, load_flow
 from inference_scaling.nfe import BudgetError, NFECounter, check_budget
 from inference_scaling.noise import candidate_noise, noise_seed, noise_seeds
 from inference_scaling.sampling import heun, linear_sigmas
@@ -111,11 +110,6 @@ def test_keep_best_matches_argmax_with_ties_to_lower_index():
     assert images.squeeze(1).tolist() == [1.0, 3.0] and best.tolist() == [pytest.approx(0.9), 0.5]
     keep_best(best, images, torch.tensor([0, 1]), torch.tensor([0.9, 0.7]), torch.tensor([[7.0], [8.0]]))
     assert images.squeeze(1).tolist() == [1.0, 8.0]  # a tie does not replace; a higher score does
-
-
-@pytest.fixture(scope="module")
-def flow():
-    return DigitsDenoiser(load_flow())
 
 
 def make_task(flow, verifier, per_class=4, max_batch_size=1024, guidance=1.0, seed=0):

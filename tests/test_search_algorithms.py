@@ -28,16 +28,6 @@ ALGORITHMS = {
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def flow():
-    return DigitsDenoiser(load_flow())
-
-
-@pytest.fixture(scope="module")
-def verifier():
-    return build_verifier("classifier_prob")
-
-
 class Recorder:
     """A denoiser that remembers the level and the input of every call."""
 
