@@ -74,6 +74,8 @@ def main() -> None:
     # against random search is `experiments/backward_ratio.py --searches`.
     parser.add_argument("--searches", default=",".join(name for name in SEARCHES if name != "gradient"))
     parser.add_argument("--noise", default="torch", choices=("torch", "counter"), help="the candidate noise generator")
+    parser.add_argument("--noise-ahead", choices=("auto", "on", "off"), default="auto",
+                        help="draw the next batch's noises in a background thread (auto: off on the CPU, on elsewhere)")
     args = parser.parse_args()
 
     network = DigitsDenoiser(load_flow(device=args.device))
@@ -86,7 +88,7 @@ def main() -> None:
     base = SearchTask(denoiser=denoiser, solver=heun, sigmas=sigmas, cost_per_sample=solver_nfe("heun", sigmas),
                       conds=labels, condition_ids=torch.arange(len(labels)), noise_shape=(1, 8, 8), seed=0,
                       verifier=verifier, max_batch_size=args.max_batch_size, device=args.device,
-                      noise_generator=args.noise)
+                      noise_generator=args.noise, noise_ahead={"auto": None, "on": True, "off": False}[args.noise_ahead])
     in_noise, in_decode = Stopwatch(args.device), Stopwatch(args.device)
     task = timed_task(base, in_noise)
     task.decode = in_decode.wrap(task.decode)
@@ -133,7 +135,7 @@ def main() -> None:
                  for part in runs["search"][0]["parts"]}
         print(json.dumps({
             "device": args.device, "threads": torch.get_num_threads(), "conditions": len(labels),
-            "budget": args.budget, "noise": args.noise, "search": name, "nfes_per_run": nfes, "repeats": args.repeats,
+            "budget": args.budget, "noise": args.noise, "noise_ahead": args.noise_ahead, "search": name, "nfes_per_run": nfes, "repeats": args.repeats,
             "plain_nfe_per_s": round(median["plain"]), "plain_range": [round(min(rates["plain"])), round(max(rates["plain"]))],
             "search_nfe_per_s": round(median["search"]),
             "search_range": [round(min(rates["search"])), round(max(rates["search"]))],

@@ -5,16 +5,21 @@ Two generators keep that contract (`noise=torch` or `noise=counter` on the comma
 - `torch` (the default, every table in the README): each candidate gets its own CPU generator (torch's
   Mersenne twister) seeded by a 64-bit mix of the three integers, drawn candidate by candidate and copied to the
   device; its noise does not depend on batch size, batch order, device or on the other candidates drawn.
-- `counter`: counter-based, batched and on the model's device. Element k of a candidate's noise comes from two
-  64-bit hashes (splitmix64's finaliser, as in Steele et al. 2014) of (candidate seed, 2k) and (candidate seed,
-  2k + 1), turned into a standard normal by the Box–Muller transform in float64. The values are independent of batch
-  size and order bit for bit; across device types they agree up to float64 rounding of log and cos (below float32's
-  resolution after the cast, but not guaranteed bit for bit). Other numbers than `torch`'s for the same seeds.
+- `counter`: counter-based, batched and on the model's device. Each pair of elements of a candidate's noise comes from
+  one 64-bit hash (splitmix64's finaliser, as in Steele et al. 2014) of (candidate seed, pair), whose two 32-bit
+  halves the Box–Muller transform turns into two standard normals in float32 (`counter_noise`). The values are
+  independent of batch size and order bit for bit; across device types the integer part is exact and the float32
+  log, cos and sin agree to their last bit or so (not guaranteed bit for bit). Other numbers than `torch`'s.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Optional
 
 import numpy as np
 import torch
@@ -70,7 +75,69 @@ def candidate_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple
     if generator == "counter":
         return counter_noise(seed, conditions, indices, shape, device)
     assert generator == "torch", f"noise generator {generator!r}; choose one of: {', '.join(GENERATORS)}"
-    return _torch_noise(seed, conditions, indices, shape).to(device)
+    drawn = AHEAD.take(seed, conditions, indices, shape)
+    return (_torch_noise(seed, conditions, indices, shape) if drawn is None else drawn).to(device)
+
+
+class NoiseAhead:
+    """`torch` noises drawn in a background thread before they are asked for (`prefetch_noise`).
+
+    The `torch` generator is a Python loop over candidates on the host; a search that knows its next batch's
+    (condition, index) pairs asks for them here before it solves the current batch, and `candidate_noise` takes the
+    finished tensor instead of drawing it again. The values are `_torch_noise`'s, bit for bit: this only moves
+    the same computation to another thread. Entries are keyed by everything the noise depends on (seed, condition
+    ids, indices, shape), so any caller that asks for the same noise gets it; at most `depth` are held (older ones
+    are dropped). One worker thread per process, recreated after a fork.
+    """
+
+    def __init__(self, depth: int = 2):
+        self.depth = depth
+        self.pending: OrderedDict[tuple, Future] = OrderedDict()
+        self.lock = threading.Lock()
+        self.pool: Optional[ThreadPoolExecutor] = None
+        self.pid = os.getpid()
+        self.hits = 0  # noises that were drawn ahead when asked for
+
+    @staticmethod
+    def key(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...]) -> tuple:
+        return (int(seed), tuple(shape), conditions.cpu().numpy().astype(np.int64).tobytes(),
+                indices.cpu().numpy().astype(np.int64).tobytes())
+
+    def submit(self, seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...]) -> None:
+        key = self.key(seed, conditions, indices, shape)
+        conditions, indices = conditions.cpu().clone(), indices.cpu().clone()  # the caller may reuse its tensors
+        with self.lock:
+            if key in self.pending:
+                return
+            if self.pool is None or self.pid != os.getpid():  # a forked child has the pool but not its thread
+                self.pool = ThreadPoolExecutor(1, thread_name_prefix="noise")
+                self.pid, self.pending = os.getpid(), OrderedDict()
+            while len(self.pending) >= self.depth:
+                self.pending.popitem(last=False)[1].cancel()
+            self.pending[key] = self.pool.submit(_torch_noise, seed, conditions, indices, tuple(shape))
+
+    def take(self, seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...]) -> Optional[Tensor]:
+        """The noise if it was asked for ahead (waiting for it to finish), else None."""
+        if not self.pending:
+            return None
+        with self.lock:
+            future = self.pending.pop(self.key(seed, conditions, indices, shape), None)
+        if future is None:
+            return None
+        self.hits += 1
+        return future.result()
+
+
+AHEAD = NoiseAhead()
+
+
+def prefetch_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...],
+                   generator: str = "torch") -> None:
+    """Start drawing `candidate_noise(seed, conditions, indices, shape, generator)` in the background, so the call
+    that asks for it later finds it drawn. Only the `torch` generator (a host-side loop) is drawn ahead; `counter`
+    is a few batched tensor operations on the model's device, which a second thread would only contend with."""
+    if generator == "torch":
+        AHEAD.submit(seed, conditions, indices, shape)
 
 
 def _torch_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -107,20 +174,31 @@ def _mix64_(z: Tensor) -> Tensor:
     return z.bitwise_xor_(_shr_(z, 31, t))
 
 
+# Rows of a `counter` batch computed together: the int64 words and float32 temporaries of a block stay in cache
+# (~2**18 elements), instead of a dozen passes over a whole batch of latents in memory. Element-wise, so bit-identical.
+_BLOCK = 1 << 18
+
+
 def counter_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...], device: str = "cpu") -> Tensor:
-    """The `counter` generator: every element of every candidate's noise in one batched computation on `device`."""
+    """The `counter` generator: every element of every candidate's noise in batched computations on `device`.
+
+    Pair j of a candidate with key K (`noise_seed`) is one 64-bit word w = splitmix64's finaliser of K + (j + 1)·γ.
+    Its high 32 bits give u = (hi + ½)·2⁻³² in (0, 1], its low 32 bits a = lo·2⁻³² in [0, 1), both in float32, and
+    Box–Muller makes elements j and pairs + j: sqrt(−2·log u)·cos(2π·a) and sqrt(−2·log u)·sin(2π·a).
+    """
     n = math.prod(shape)
-    keys = torch.from_numpy(_seed_array(seed, conditions.cpu(), indices.cpu()).view(np.int64)).to(device)  # < 2**63
     pairs = (n + 1) // 2
-    steps = (torch.arange(2 * pairs, dtype=torch.int64, device=device) + 1) * _GAMMA
-    bits = _mix64_(keys[:, None] + steps[None, :])  # (B, 2·pairs) independent 64-bit words
-    uniform = _shr_(bits, 11, torch.empty_like(bits)).double()  # 53 random bits each ...
-    del bits
-    uniform.add_(0.5).mul_(2.0 ** -53)  # ... as a float64 in (0, 1)
-    radius, angle = uniform[:, :pairs], uniform[:, pairs:]
-    radius.log_().mul_(-2.0).sqrt_()  # Box–Muller: sqrt(−2·log u1) and 2π·u2, in place
-    angle.mul_(2.0 * torch.pi)
-    normal = torch.empty(len(indices), 2 * pairs, dtype=torch.float64, device=device)
-    torch.cos(angle, out=normal[:, :pairs]).mul_(radius)
-    torch.sin(angle, out=normal[:, pairs:]).mul_(radius)
-    return normal[:, :n].float().view(len(indices), *shape)
+    keys = torch.from_numpy(_seed_array(seed, conditions.cpu(), indices.cpu()).view(np.int64)).to(device)  # < 2**63
+    steps = (torch.arange(pairs, dtype=torch.int64, device=device) + 1) * _GAMMA
+    out = torch.empty(len(indices), 2 * pairs, dtype=torch.float32, device=device)
+    rows = max(1, _BLOCK // pairs)
+    for start in range(0, len(keys), rows):
+        bits = _mix64_(keys[start:start + rows, None] + steps[None, :])  # (rows, pairs) independent 64-bit words
+        radius = _shr_(bits, 32, torch.empty_like(bits)).float()  # the high 32 bits ...
+        radius.add_(0.5).mul_(2.0 ** -32).log_().mul_(-2.0).sqrt_()  # ... as u in (0, 1]: sqrt(−2·log u)
+        angle = bits.bitwise_and_(0xFFFFFFFF).float().mul_(2.0 * math.pi * 2.0 ** -32)  # the low 32 bits: 2π·a
+        del bits
+        block = out[start:start + rows]
+        torch.cos(angle, out=block[:, :pairs]).mul_(radius)
+        torch.sin(angle, out=block[:, pairs:]).mul_(radius)
+    return out[:, :n].view(len(indices), *shape)

@@ -61,22 +61,31 @@ def test_counter_noise_keeps_the_contract_and_is_standard_normal():
 
 def test_counter_noise_is_the_documented_construction():
     """Element k of a candidate's noise, recomputed in plain Python integers and floats: word j = splitmix64's
-    finaliser of (candidate seed + (j + 1)·γ), u = (word >> 11 + ½)·2⁻⁵³, Box–Muller on (u_k, u_{pairs + k})."""
+    finaliser of (candidate seed + (j + 1)·γ); its high half gives u = (hi + ½)·2⁻³², its low half a = lo·2⁻³²
+    (both rounded to float32, as the generator computes them), and Box–Muller makes elements j and pairs + j."""
+    import numpy as np
+
     from inference_scaling.noise import _splitmix64, noise_seed
 
     gamma, mask = 0x9E3779B97F4A7C15, (1 << 64) - 1
+    f32 = lambda v: float(np.float32(v))  # noqa: E731
     shape, n = (3, 5), 15
     pairs = (n + 1) // 2
     got = candidate_noise(11, torch.tensor([4, 2**40]), torch.tensor([9, 0]), shape, "counter").flatten(1)
     for row, (c, i) in enumerate([(4, 9), (2**40, 0)]):
         key = noise_seed(11, c, i)
         # _splitmix64 adds γ before finalising: word j is its value at (key + j·γ)
-        words = [_splitmix64((key + j * gamma) & mask) for j in range(2 * pairs)]
-        u = [((w >> 11) + 0.5) * 2.0**-53 for w in words]
-        radius = [math.sqrt(-2 * math.log(u[k])) for k in range(pairs)]
-        expect = ([r * math.cos(2 * math.pi * a) for r, a in zip(radius, u[pairs:])]
-                  + [r * math.sin(2 * math.pi * a) for r, a in zip(radius, u[pairs:])])[:n]
-        assert torch.allclose(got[row].double(), torch.tensor(expect, dtype=torch.float64), rtol=1e-6, atol=1e-6)
+        words = [_splitmix64((key + j * gamma) & mask) for j in range(pairs)]
+        u = [f32(f32(f32(w >> 32) + 0.5) * 2.0**-32) for w in words]
+        a = [f32(w & 0xFFFFFFFF) * 2.0**-32 for w in words]
+        radius = [math.sqrt(-2 * math.log(v)) for v in u]
+        expect = ([r * math.cos(2 * math.pi * v) for r, v in zip(radius, a)]
+                  + [r * math.sin(2 * math.pi * v) for r, v in zip(radius, a)])[:n]
+        assert torch.allclose(got[row].double(), torch.tensor(expect, dtype=torch.float64), rtol=1e-5, atol=1e-5)
+    # Blocks of rows are computed apart (`_BLOCK`: 1,747 rows of 150 pairs): rows across a block edge, computed alone.
+    many = candidate_noise(2, torch.arange(3000), torch.zeros(3000, dtype=torch.long), (300,), "counter")
+    assert torch.equal(many[1745:1750], candidate_noise(2, torch.arange(1745, 1750), torch.zeros(5, dtype=torch.long),
+                                                        (300,), "counter"))
 
 
 def test_a_job_with_counter_noise_searches_renders_and_replays(config):

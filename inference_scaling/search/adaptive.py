@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from inference_scaling.nfe import check_budget
 from inference_scaling.search.base import (SearchResult, SearchTask, ScoringQueue, batches, comparable, keep_best,
-                                           no_best, refuse_set_level)
+                                           no_best, noised, refuse_set_level)
 
 
 class AdaptiveSearch:
@@ -105,10 +105,10 @@ class AdaptiveSearch:
                     seen_index.append(index)
                     seen_scores.append(s)
 
+                requests = [(rows[part], index[part]) for part in batches(len(rows), task.max_batch_size)]
                 with ScoringQueue(task) as queue:  # an API verifier scores a batch while the next one is solved
-                    for part in batches(len(rows), task.max_batch_size):
-                        queue.solve(task.noise(rows[part], index[part]), rows[part],
-                                    lambda x, s, r=rows[part], i=index[part]: record(x, s, r, i), indices=index[part])
+                    for r, i, noise in noised(task, requests):
+                        queue.solve(noise, r, lambda x, s, r=r, i=i: record(x, s, r, i), indices=i)
                 drawn[rows] += 1
                 left -= len(rows)
                 bar.update(len(rows))

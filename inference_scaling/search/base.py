@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from inference_scaling.denoiser import Denoiser, Rows, x0_from_velocity
-from inference_scaling.noise import candidate_noise, noise_seed
+from inference_scaling.noise import candidate_noise, noise_seed, prefetch_noise
 from inference_scaling.sampling import SDE_SCALE, is_stochastic, solver_nfe
 from inference_scaling.verifiers.base import Verifier
 
@@ -44,6 +44,11 @@ class SearchTask:
     # to this many bytes, so a round does not copy them to the host and back; larger sets wait on the host.
     hold_bytes: int = 2 << 30
     sde_scale: float = SDE_SCALE  # a stochastic solver's g(σ) = sde_scale·σ² (model.sde_scale); ODE solvers ignore it
+    # Draw the noises a search names ahead (`prefetch`) in a background thread while the denoiser runs (the `torch`
+    # generator's host loop); the values are the same either way. None: on when the model runs off the host (the
+    # host is then idle while the device denoises); on the CPU the thread only takes cores from the denoiser
+    # (measured: random search 0.96 → 0.89 of plain sampling's NFE/s on 2 cores).
+    noise_ahead: Optional[bool] = None
 
     @property
     def sigma_top(self) -> float:
@@ -54,6 +59,12 @@ class SearchTask:
         """Noise of candidate `indices` for conditions at positions `rows`."""
         return candidate_noise(self.seed, self.condition_ids[rows], indices, self.noise_shape, self.noise_generator,
                                self.device)
+
+    def prefetch(self, rows: Tensor, indices: Tensor) -> None:
+        """Start drawing `noise(rows, indices)` in the background: a search calls it for its next batch (or round)
+        before solving the current one, so the denoiser does not wait on the noise generator."""
+        if self.noise_ahead or (self.noise_ahead is None and not str(self.device).startswith("cpu")):
+            prefetch_noise(self.seed, self.condition_ids[rows], indices, self.noise_shape, self.noise_generator)
 
     def hold(self, x: Tensor) -> Tensor:
         """`x` kept where the next round reads it: on the model's device while it fits in `hold_bytes`, else on
@@ -238,6 +249,21 @@ def nearest_step(sigmas: Tensor, sigma: float) -> int:
 def batches(total: int, size: int) -> Iterator[slice]:
     for start in range(0, total, size):
         yield slice(start, min(start + size, total))
+
+
+Request = tuple[Tensor, Tensor]  # (rows, indices): the candidates a batch's noise belongs to
+
+
+def noised(task: SearchTask, requests: list[Request],
+           after: Optional[Request] = None) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """(rows, indices, noise) of each request in turn; while the caller works on one, the next one's noise (after the
+    last, `after`'s: the first batch of the search's next round) is drawn in the background (`SearchTask.prefetch`)."""
+    for k, (rows, indices) in enumerate(requests):
+        noise = task.noise(rows, indices)
+        upcoming = requests[k + 1] if k + 1 < len(requests) else after
+        if upcoming is not None:
+            task.prefetch(*upcoming)
+        yield rows, indices, noise
 
 
 # Failed scores. A score is real only when it is finite: NaN (a verifier that could not score), −inf and +inf

@@ -149,10 +149,19 @@ class EvolutionarySearch:
         candidate_scores = torch.cat([pop.scores, torch.empty(c, self.total(G) - pop.scores.shape[1])], dim=1)
         parents = torch.cat([pop.parent, torch.full((c, self.total(G) - pop.parent.shape[1]), -1)], dim=1)
         records = [(pop.record_rows, pop.record_index, pop.record_images)]
+        first = next(batches(c * (P - E), task.max_batch_size))  # each generation's first batch of children
+
+        def draw_ahead(g: int) -> None:
+            """Start drawing generation g's first mutation noises while the current generation solves."""
+            if g < G:
+                child_index = (self.total(g) + torch.arange(P - E)).repeat(c)
+                task.prefetch(everyone.repeat_interleave(P - E)[first], child_index[first])
+
         if pop.n == 0:  # 1. Generation 0: P noises per condition. Members are kept per condition: (C, P) indices.
             best, images = no_best(c), None
             members = torch.arange(P).repeat(c, 1)
             noises = task.hold(task.noise(everyone.repeat_interleave(P), members.flatten()))
+            draw_ahead(1)
             images = self._evaluate(task, everyone.repeat_interleave(P), members.flatten(), noises, candidate_scores,
                                     best, None, records)
             noises = noises.view(c, P, *noises.shape[1:])
@@ -176,6 +185,7 @@ class EvolutionarySearch:
                 for p in batches(c * (P - E), task.max_batch_size)])  # where the population is held
             parents[:, child_index] = members.gather(1, parent)  # each child's parent candidate
             # 4. Solve and score the children (elites keep their scores: the ODE would give the same samples).
+            draw_ahead(g + 1)
             images = self._evaluate(task, rows, child_index.repeat(c), children, candidate_scores, best, images,
                                     records)
             members = torch.cat([members.gather(1, elite), child_index.repeat(c, 1)], dim=1)

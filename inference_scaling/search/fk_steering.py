@@ -39,8 +39,9 @@ from tqdm.auto import tqdm
 from inference_scaling.nfe import BudgetError, check_budget
 from inference_scaling.noise import candidate_noise
 from inference_scaling.sampling import is_stochastic
-from inference_scaling.search.base import (SearchResult, SearchTask, batches, comparable, evals_per_call, predict_x0,
-                                           renoise, replay_path, segment_cost, segment_sigmas, solve_between)
+from inference_scaling.search.base import (SearchResult, SearchTask, batches, comparable, evals_per_call, noised,
+                                           predict_x0, renoise, replay_path, segment_cost, segment_sigmas,
+                                           solve_between)
 
 POTENTIALS = ("max", "add", "diff")
 MAX_RESAMPLINGS = 1000
@@ -74,9 +75,11 @@ def resample(log_weights: Tensor, u: Tensor) -> Tensor:
 
 
 def resampling_uniforms(task: SearchTask, index: int, k: int) -> Tensor:
-    """K uniforms (C, K) per condition: Φ(z) of the K normals that candidate `index` draws."""
+    """K uniforms (C, K) per condition: Φ(z) of the K normals that candidate `index` draws (from the task's noise
+    generator, on the host where the resampling runs)."""
     c = len(task.condition_ids)
-    return torch.special.ndtr(candidate_noise(task.seed, task.condition_ids, torch.full((c,), index), (k,)))
+    return torch.special.ndtr(candidate_noise(task.seed, task.condition_ids.cpu(), torch.full((c,), index), (k,),
+                                              task.noise_generator))
 
 
 class FKSteering:
@@ -162,7 +165,19 @@ class FKSteering:
         rows = torch.arange(c).repeat_interleave(K)
         slots = torch.arange(K).repeat(c)
         rounds = self.rounds()
-        # 1. K particles per condition, solved to the first resampling level.
+        parts = list(batches(c * K, task.max_batch_size))
+
+        def requests(r: int) -> list[tuple[Tensor, Tensor]]:
+            """Round r's renoising batches: the rows and noise indices (K + r·(K + 1) + slot) they draw; none
+            past the last round or where rounds do not renoise (Δf = 0)."""
+            if r >= len(rounds) or rounds[r][1] <= rounds[r][0]:
+                return []
+            indices = K + r * (K + 1) + slots
+            return [(rows[p], indices[p]) for p in parts]
+
+        # 1. K particles per condition, solved to the first resampling level (while round 0's first noises are drawn).
+        for request in requests(0)[:1]:
+            task.prefetch(*request)
         x = task.hold(solve_between(task, task.noise(rows, slots), rows, 1.0, rounds[0][0], indices=slots))
         origin, history = slots, []  # per particle: its initial noise, and its noise index in every round
         candidate_scores = torch.empty(c, (len(rounds) + 1) * K)
@@ -178,8 +193,9 @@ class FKSteering:
             x, past = x[ancestor], past[ancestor]
             # 3. Fresh noise for every particle, so copies of one ancestor part ways, then solve to σ_{r+1}.
             indices = block + slots
-            x = task.hold(torch.cat([self._propose(task, x[p].to(task.device), rows[p], indices[p], (sigma, up, down))
-                                     for p in batches(c * K, task.max_batch_size)]))
+            eps = noised(task, requests(r), next(iter(requests(r + 1)), None))  # none when Δf = 0
+            x = task.hold(torch.cat([self._propose(task, x[p].to(task.device), rows[p], indices[p], (sigma, up, down),
+                                                   next(eps)[2] if up > sigma else None) for p in parts]))
             origin = origin[ancestor]  # a particle's path: its ancestor's, then this round's noise
             history = [h[ancestor] for h in history] + [indices]
         # 4. Best-of-K over the final (clean) particles.
@@ -199,12 +215,13 @@ class FKSteering:
                             lineage=lineage)
 
     @staticmethod
-    def _propose(task: SearchTask, x: Tensor, rows: Tensor, indices: Tensor,
-                 levels: tuple[float, float, float]) -> Tensor:
-        """Renoise particles from σ_r to σ_r + Δf with the noises `indices` (none when Δf = 0), solve to σ_{r+1}."""
+    def _propose(task: SearchTask, x: Tensor, rows: Tensor, indices: Tensor, levels: tuple[float, float, float],
+                 eps: Tensor | None = None) -> Tensor:
+        """Renoise particles from σ_r to σ_r + Δf with the noises `indices` (`eps`, if drawn already; none when
+        Δf = 0), solve to σ_{r+1}."""
         sigma, up, down = levels
         if up > sigma:
-            x = renoise(x, sigma, up, task.noise(rows, indices))
+            x = renoise(x, sigma, up, task.noise(rows, indices) if eps is None else eps)
         return solve_between(task, x, rows, up, down, indices=indices)
 
     @staticmethod

@@ -25,13 +25,16 @@ those values and Δf = 0.25, Δb = 0.5 at every budget from 24 to 192 NFEs; set 
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from inference_scaling.nfe import BudgetError, check_budget
 from inference_scaling.search.base import (SearchResult, SearchTask, ScoringQueue, batches, comparable, evals_per_call,
-                                           predict_x0, renoise, replay_path, segment_cost, solve_between)
+                                           noised, predict_x0, renoise, replay_path, segment_cost,
+                                           solve_between)
 
 MAX_ROUNDS = 1000  # a finer schedule than any sampler grid: each round solves at least one step per branch
 _END = 1e-9  # a round that would end within this of σ = 0 ends at 0, so float drift adds no sliver of a round
@@ -109,21 +112,29 @@ class SearchOverPaths:
         N, M = self.beam_width(task, budget), self.m
         c = len(task.condition_ids)
         rows = torch.arange(c).repeat_interleave(N)
-        # 1. N initial noises per condition, solved to σ_start.
+        rounds = self.rounds()
+        branch_rows = rows.repeat_interleave(M)
+        first = next(batches(c * N * M, task.group_size(N * M)))  # each round's first batch of branches
+
+        def upcoming(r: int) -> Optional[tuple[Tensor, Tensor]]:
+            """The first batch of round r's renoising noises (None past the last round), to draw ahead."""
+            return (branch_rows[first], self.branch_indices(N, M, r, c)[first]) if r < len(rounds) else None
+
+        # 1. N initial noises per condition, solved to σ_start (while round 0's first noises are drawn).
         initial = torch.arange(N).repeat(c)
+        if upcoming(0) is not None:
+            task.prefetch(*upcoming(0))
         states = task.hold(solve_between(task, task.noise(rows, initial), rows, 1.0, self.sigma_start,
                                          indices=initial))
         origin = initial  # per survivor: its initial noise, and below its branch's noise index in every round
         history: list[Tensor] = []
-        rounds = self.rounds()
         candidate_scores = torch.empty(c, len(rounds) * N * M)
         for r, (sigma, up, down) in enumerate(tqdm(rounds, desc="search over paths", disable=not self.progress,
                                                   leave=False)):
             # 2-3. M renoised branches of every path, solved down and scored; the top N of N·M survive.
             parent = torch.arange(c * N).repeat_interleave(M)
-            indices = N + r * N * M + torch.arange(N * M).repeat(c)
-            branch_rows = rows.repeat_interleave(M)
-            states, s = self._branch(task, states, parent, branch_rows, indices, (sigma, up, down))
+            indices = self.branch_indices(N, M, r, c)
+            states, s = self._branch(task, states, parent, branch_rows, indices, (sigma, up, down), upcoming(r + 1))
             candidate_scores[:, r * N * M:(r + 1) * N * M] = s.view(c, N * M)
             keep = torch.sort(comparable(s).view(c, N * M), dim=1, descending=True, stable=True).indices[:, :N]
             keep = (keep + torch.arange(c)[:, None] * N * M).flatten()
@@ -143,9 +154,16 @@ class SearchOverPaths:
                             n_candidates=candidate_scores.shape[1], verifier_calls=candidate_scores.numel(),
                             lineage=lineage)
 
+    @staticmethod
+    def branch_indices(n: int, m: int, r: int, c: int) -> Tensor:
+        """The noise index of each of the N·M branches of every condition in round r (condition-major)."""
+        return n + r * n * m + torch.arange(n * m).repeat(c)
+
     def _branch(self, task: SearchTask, states: Tensor, parent: Tensor, rows: Tensor, indices: Tensor,
-                levels: tuple[float, float, float]) -> tuple[Tensor, Tensor]:
-        """Renoise states[parent] from σ to σ + Δf with the noises `indices`, solve to the end level, score x0.
+                levels: tuple[float, float, float], after: Optional[tuple[Tensor, Tensor]] = None,
+                ) -> tuple[Tensor, Tensor]:
+        """Renoise states[parent] from σ to σ + Δf with the noises `indices`, solve to the end level, score x0
+        (`after`: the next round's first noises, drawn ahead while this round's last batch solves).
 
         Each verifier call holds all N·M branches of its conditions (`group_size`), so a set-level verifier ranks
         exactly the candidates the selection compares.
@@ -153,9 +171,10 @@ class SearchOverPaths:
         sigma, up, down = levels
         out, scores = [], []
         branches = len(parent) // len(task.condition_ids)  # N·M per condition, condition-major
+        parts = list(batches(len(parent), task.group_size(branches)))
         with ScoringQueue(task) as queue:  # an API verifier scores a batch while the next one is solved
-            for part in batches(len(parent), task.group_size(branches)):
-                x = renoise(states[parent[part]].to(task.device), sigma, up, task.noise(rows[part], indices[part]))
+            for part, (_, _, eps) in zip(parts, noised(task, [(rows[p], indices[p]) for p in parts], after)):
+                x = renoise(states[parent[part]].to(task.device), sigma, up, eps)
                 x = solve_between(task, x, rows[part], up, down, indices=indices[part])
                 queue.submit(predict_x0(task, x, rows[part], down), rows[part], lambda _, s: scores.append(s))
                 out.append(x)

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from inference_scaling.nfe import check_budget
 from inference_scaling.search.base import (SearchResult, SearchTask, ScoringQueue, batches, comparable, keep_best,
-                                           no_best)
+                                           no_best, noised)
 
 
 @dataclass
@@ -98,14 +98,12 @@ class RandomSearch:
             new_index.append(index[won])
             new_images.append(x[won])
 
+        requests = [(torch.arange(c)[block], torch.full((block.stop - block.start,), i, dtype=torch.long))
+                    for i in range(stream.n, n) for block in blocks]
         with ScoringQueue(task) as queue:  # an API verifier scores a batch while the next one is solved
-            for i in tqdm(range(stream.n, n), desc="random search", disable=not self.progress, mininterval=2.0,
-                          leave=False):
-                for block in blocks:
-                    rows = torch.arange(c)[block]
-                    index = torch.full((len(rows),), i, dtype=torch.long)
-                    queue.solve(task.noise(rows, index), rows,
-                                lambda x, s, rows=rows, index=index: record(x, s, rows, index), indices=index)
+            for rows, index, noise in tqdm(noised(task, requests), total=len(requests), desc="random search",
+                                           disable=not self.progress, mininterval=2.0, leave=False):
+                queue.solve(noise, rows, lambda x, s, rows=rows, index=index: record(x, s, rows, index), indices=index)
         record_images = torch.cat(([stream.record_images] if stream.n else []) + new_images)
         return CandidateStream(n, scores, torch.cat([stream.record_rows, *new_rows]),
                                torch.cat([stream.record_index, *new_index]), record_images)
@@ -142,11 +140,12 @@ class RandomSearch:
                 images = torch.zeros(c, *x.shape[1:], dtype=x.dtype)
             keep_best(best, images, rows[part], s, x.cpu())
 
+        parts = list(batches(c * n, task.group_size(n)))
         with ScoringQueue(task) as queue:
-            for part in tqdm(list(batches(c * n, task.group_size(n))), desc="random search", disable=not self.progress,
-                             mininterval=2.0, leave=False):
-                queue.solve(task.noise(rows[part], indices[part]), rows[part],
-                            lambda x, s, part=part: record(x, s, part), indices=indices[part])
+            for part, (_, _, noise) in tqdm(zip(parts, noised(task, [(rows[p], indices[p]) for p in parts])),
+                                            total=len(parts), desc="random search", disable=not self.progress,
+                                            mininterval=2.0, leave=False):
+                queue.solve(noise, rows[part], lambda x, s, part=part: record(x, s, part), indices=indices[part])
         candidate_scores = scores.view(c, n)
         chosen = comparable(candidate_scores).argmax(dim=1)  # the first best: the image keep_best kept
         return SearchResult(images=images, chosen=chosen, scores=candidate_scores.gather(1, chosen[:, None]).squeeze(1),

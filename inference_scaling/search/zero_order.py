@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from inference_scaling.nfe import BudgetError, check_budget
 from inference_scaling.search.base import (SearchResult, SearchTask, ScoringQueue, batches, comparable, keep_best,
-                                           lineage_rows, refuse_set_level)
+                                           lineage_rows, noised, refuse_set_level)
 
 
 def neighbour(pivot: Tensor, direction: Tensor, lam: float) -> Tensor:
@@ -141,8 +141,17 @@ class ZeroOrderSearch:
         if K <= walk.n and walk.scores.numel():
             return walk
         everyone = torch.arange(c)
+        rows = everyone.repeat_interleave(N)
+        parts = list(batches(c * N, task.max_batch_size))
+
+        def requests(k: int) -> list[tuple[Tensor, Tensor]]:
+            """Iteration k's batches: the rows and direction indices (1 + k·N + j for neighbour j) they solve."""
+            indices = 1 + k * N + torch.arange(N).repeat(c)
+            return [(rows[p], indices[p]) for p in parts]
+
         if not walk.scores.numel():  # 1. The pivot: candidate 0 of each condition, solved and scored once.
             pivot = task.noise(everyone, torch.zeros(c, dtype=torch.long)).cpu()
+            task.prefetch(*requests(walk.n)[0])  # the first neighbours' directions, drawn while the pivots solve
             first_images, first_score = self._solve_pivots(task, pivot)
             none = torch.empty(0, dtype=torch.long)
             walk = PivotWalk(n=0, ids=task.condition_ids.cpu(), scores=first_score[:, None], pivot=pivot,
@@ -153,7 +162,6 @@ class ZeroOrderSearch:
         pivot, images = task.hold(walk.pivot.to(task.device)), current.images.clone()  # pivots stay on the device
         pivot_score = comparable(current.scores)  # a failed pivot is kept only until a neighbour scores
         moves = [(walk.move_rows, walk.move_iteration, walk.move_index, walk.move_images)]
-        rows = everyone.repeat_interleave(N)
         for k in tqdm(range(walk.n, K), desc="zero-order search", disable=not self.progress, leave=False):
             indices = 1 + k * N + torch.arange(N).repeat(c)
             # 2-3. N neighbours of each pivot, solved and scored; the running best starts at the pivot.
@@ -163,10 +171,10 @@ class ZeroOrderSearch:
                 candidate_scores[rows[part], indices[part]] = s
                 keep_best(best, images, rows[part], s, x.cpu())
 
+            after = requests(k + 1)[0] if k + 1 < K else None  # the next iteration's first batch
             with ScoringQueue(task) as queue:  # an API verifier scores a batch while the next one is solved
-                for part in batches(c * N, task.max_batch_size):
-                    candidate = neighbour(pivot[rows[part]].to(task.device), task.noise(rows[part], indices[part]),
-                                          self.lam)
+                for part, (_, _, direction) in zip(parts, noised(task, requests(k), after)):
+                    candidate = neighbour(pivot[rows[part]].to(task.device), direction, self.lam)
                     queue.solve(candidate, rows[part], lambda x, s, part=part: record(x, s, part),
                                 indices=indices[part])
             # 4. Move the pivots that a neighbour beat (the first best neighbour, as keep_best kept its image).
