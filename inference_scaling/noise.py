@@ -174,9 +174,11 @@ def _mix64_(z: Tensor) -> Tensor:
     return z.bitwise_xor_(_shr_(z, 31, t))
 
 
-# Rows of a `counter` batch computed together: the int64 words and float32 temporaries of a block stay in cache
-# (~2**18 elements), instead of a dozen passes over a whole batch of latents in memory. Element-wise, so bit-identical.
-_BLOCK = 1 << 18
+# Elements of a `counter` batch computed together. On the CPU a block's int64 words and float32 temporaries stay in
+# cache (2**18 elements), instead of a dozen passes over a whole batch of latents in memory; on a GPU larger blocks
+# keep the kernel launches few (2**24: a FLUX latent is 2**18 elements). Element-wise, so bit-identical either way.
+_BLOCK = {"cpu": 1 << 18}
+_DEVICE_BLOCK = 1 << 24
 
 
 def counter_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...], device: str = "cpu") -> Tensor:
@@ -191,7 +193,7 @@ def counter_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[i
     keys = torch.from_numpy(_seed_array(seed, conditions.cpu(), indices.cpu()).view(np.int64)).to(device)  # < 2**63
     steps = (torch.arange(pairs, dtype=torch.int64, device=device) + 1) * _GAMMA
     out = torch.empty(len(indices), 2 * pairs, dtype=torch.float32, device=device)
-    rows = max(1, _BLOCK // pairs)
+    rows = max(1, _BLOCK.get(torch.device(device).type, _DEVICE_BLOCK) // pairs)
     for start in range(0, len(keys), rows):
         bits = _mix64_(keys[start:start + rows, None] + steps[None, :])  # (rows, pairs) independent 64-bit words
         radius = _shr_(bits, 32, torch.empty_like(bits)).float()  # the high 32 bits ...

@@ -59,13 +59,13 @@ def test_counter_noise_keeps_the_contract_and_is_standard_normal():
     assert abs(torch.corrcoef(torch.stack([many[:-1, 0], many[1:, 0]]))[0, 1]) < 0.05  # neighbouring candidates
 
 
-def test_counter_noise_is_the_documented_construction():
+def test_counter_noise_is_the_documented_construction(monkeypatch):
     """Element k of a candidate's noise, recomputed in plain Python integers and floats: word j = splitmix64's
     finaliser of (candidate seed + (j + 1)·γ); its high half gives u = (hi + ½)·2⁻³², its low half a = lo·2⁻³²
     (both rounded to float32, as the generator computes them), and Box–Muller makes elements j and pairs + j."""
     import numpy as np
 
-    from inference_scaling.noise import _splitmix64, noise_seed
+    from inference_scaling.noise import _BLOCK, _splitmix64, noise_seed
 
     gamma, mask = 0x9E3779B97F4A7C15, (1 << 64) - 1
     f32 = lambda v: float(np.float32(v))  # noqa: E731
@@ -82,10 +82,13 @@ def test_counter_noise_is_the_documented_construction():
         expect = ([r * math.cos(2 * math.pi * v) for r, v in zip(radius, a)]
                   + [r * math.sin(2 * math.pi * v) for r, v in zip(radius, a)])[:n]
         assert torch.allclose(got[row].double(), torch.tensor(expect, dtype=torch.float64), rtol=1e-5, atol=1e-5)
-    # Blocks of rows are computed apart (`_BLOCK`: 1,747 rows of 150 pairs): rows across a block edge, computed alone.
+    # Blocks of rows are computed apart (`_BLOCK`: 1,747 rows of 150 pairs on the CPU): rows across a block edge
+    # equal the same rows computed alone, and the whole batch computed in one block (a GPU's block size).
     many = candidate_noise(2, torch.arange(3000), torch.zeros(3000, dtype=torch.long), (300,), "counter")
     assert torch.equal(many[1745:1750], candidate_noise(2, torch.arange(1745, 1750), torch.zeros(5, dtype=torch.long),
                                                         (300,), "counter"))
+    monkeypatch.setitem(_BLOCK, "cpu", 1 << 24)
+    assert torch.equal(many, candidate_noise(2, torch.arange(3000), torch.zeros(3000, dtype=torch.long), (300,), "counter"))
 
 
 def test_a_job_with_counter_noise_searches_renders_and_replays(config):
