@@ -7,7 +7,7 @@ STAMP_TIME := $(shell date +%Y%m%d-%H%M%S)
 SWEEP ?= outputs/multirun/make-run-$(STAMP_TIME)
 DIGITS_SWEEP ?= outputs/multirun/digits-$(STAMP_TIME)
 
-.PHONY: install run run-digits compare model-sizes verifier-tasks test test-slow adaptive gradient fk-sde bench bench-overlap bench-verifiers bench-backends bench-memory bench-reuse clean
+.PHONY: install run run-digits compare model-sizes verifier-tasks test test-slow adaptive gradient fk-sde bench bench-overlap bench-noise bench-noise-ahead bench-verifiers bench-backends bench-memory bench-reuse clean
 
 install: $(STAMP)
 
@@ -51,6 +51,14 @@ bench: install
 # Search wall time with an API-like verifier (a fixed wait per call), scored inline or beside the denoiser.
 bench-overlap: install
 	OMP_NUM_THREADS=1 $(PY) experiments/bench_overlap.py
+
+# Seconds per candidate of each noise generator at four model sizes (experiments/bench_noise.py).
+bench-noise: install
+	OMP_NUM_THREADS=1 $(PY) experiments/bench_noise.py
+
+# Noises drawn inline or ahead behind a stand-in for an off-host denoiser (experiments/bench_noise_ahead.py).
+bench-noise-ahead: install
+	OMP_NUM_THREADS=1 $(PY) experiments/bench_noise_ahead.py
 
 # Adaptive budgets vs best-of-N on scenes, checker and learned verifier (experiments/scenes_adaptive.py; README).
 adaptive: install

@@ -46,8 +46,8 @@ class SearchTask:
     sde_scale: float = SDE_SCALE  # a stochastic solver's g(σ) = sde_scale·σ² (model.sde_scale); ODE solvers ignore it
     # Draw the noises a search names ahead (`prefetch`) in a background thread while the denoiser runs (the `torch`
     # generator's host loop); the values are the same either way. None: on when the model runs off the host (the
-    # host is then idle while the device denoises); on the CPU the thread only takes cores from the denoiser
-    # (measured: random search 0.96 → 0.89 of plain sampling's NFE/s on 2 cores).
+    # host is then idle while the device denoises); off on the CPU, where the thread competes with the denoiser
+    # for the same cores (measured within the machine's spread: README, "Noise").
     noise_ahead: Optional[bool] = None
 
     @property
