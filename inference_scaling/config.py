@@ -158,9 +158,9 @@ class Config:
     logger: LoggerConfig = MISSING
     benchmark: BenchmarkConfig = MISSING
     seed: int = 0
-    # How candidate noises are drawn from (seed, condition, index) (inference_scaling.noise): torch (a CPU generator
-    # per candidate, the README's tables) | counter (batched on the model's device; other numbers)
-    noise: str = "torch"
+    # How candidate noises are drawn from (seed, condition, index) (inference_scaling.noise): counter (batched on the
+    # model's device, the README's tables) | torch (a CPU generator per candidate, the tables before the switch)
+    noise: str = "counter"
     progress: bool = True
     save_images: bool = True
     label: Optional[str] = None  # the line this job belongs to in scaling figures (default: search / verifier / model)

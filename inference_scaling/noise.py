@@ -1,15 +1,16 @@
 """Noise as a function of (seed, condition id, candidate index) alone.
 
-Two generators keep that contract (`noise=torch` or `noise=counter` on the command line):
+Two generators keep that contract (`noise=counter` or `noise=torch` on the command line):
 
-- `torch` (the default, every table in the README): each candidate gets its own CPU generator (torch's
-  Mersenne twister) seeded by a 64-bit mix of the three integers, drawn candidate by candidate and copied to the
-  device; its noise does not depend on batch size, batch order, device or on the other candidates drawn.
-- `counter`: counter-based, batched and on the model's device. Each pair of elements of a candidate's noise comes from
+- `counter` (the default, every table in the README): counter-based, batched and on the model's device. Each pair of elements of a candidate's noise comes from
   one 64-bit hash (splitmix64's finaliser, as in Steele et al. 2014) of (candidate seed, pair), whose two 32-bit
   halves the Box–Muller transform turns into two standard normals in float32 (`counter_noise`). The values are
   independent of batch size and order bit for bit; across device types the integer part is exact and the float32
-  log, cos and sin agree to their last bit or so (not guaranteed bit for bit). Other numbers than `torch`'s.
+  log, cos and sin agree to their last bit or so (not guaranteed bit for bit).
+- `torch` (the default before the counter generator, and of the README's tables until then): each candidate gets its
+  own CPU generator (torch's Mersenne twister) seeded by a 64-bit mix of the three integers, drawn candidate by
+  candidate and copied to the device; its noise does not depend on batch size, batch order, device or on the other
+  candidates drawn. Other numbers than `counter`'s for the same seeds.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def noise_seeds(seed: int, conditions: Tensor, indices: Tensor) -> list[int]:
 GENERATORS = ("torch", "counter")
 
 
-def candidate_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...], generator: str = "torch",
+def candidate_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...], generator: str = "counter",
                     device: str = "cpu") -> Tensor:
     """Standard normal noise of `shape` for each (condition, index) pair: (B, *shape) float32 on `device`."""
     assert conditions.shape == indices.shape and conditions.ndim == 1, "one condition id per candidate index"
@@ -121,6 +122,9 @@ class NoiseAhead:
         if not self.pending:
             return None
         with self.lock:
+            if self.pid != os.getpid():  # forked: these futures wait on the parent's worker, which this process lacks
+                self.pending.clear()
+                return None
             future = self.pending.pop(self.key(seed, conditions, indices, shape), None)
         if future is None:
             return None
@@ -132,7 +136,7 @@ AHEAD = NoiseAhead()
 
 
 def prefetch_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...],
-                   generator: str = "torch") -> None:
+                   generator: str = "counter") -> None:
     """Start drawing `candidate_noise(seed, conditions, indices, shape, generator)` in the background, so the call
     that asks for it later finds it drawn. Only the `torch` generator (a host-side loop) is drawn ahead; `counter`
     is a few batched tensor operations on the model's device, which a second thread would only contend with."""

@@ -15,12 +15,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_a_noise_drawn_ahead_is_the_noise_drawn_inline_and_is_taken_once():
     conds, idx = torch.arange(5), torch.tensor([0, 3, 1, 7, 2])
     hits = AHEAD.hits
-    prefetch_noise(3, conds, idx, (1, 8, 8))
+    prefetch_noise(3, conds, idx, (1, 8, 8), "torch")
     conds[0], idx[0] = 99, 99  # the caller reuses its tensors: the request was copied
-    assert torch.equal(candidate_noise(3, torch.arange(5), torch.tensor([0, 3, 1, 7, 2]), (1, 8, 8)),
+    assert torch.equal(candidate_noise(3, torch.arange(5), torch.tensor([0, 3, 1, 7, 2]), (1, 8, 8), "torch"),
                        _torch_noise(3, torch.arange(5), torch.tensor([0, 3, 1, 7, 2]), (1, 8, 8)))
     assert AHEAD.hits == hits + 1
-    candidate_noise(3, torch.arange(5), torch.tensor([0, 3, 1, 7, 2]), (1, 8, 8))  # taken: drawn inline again
+    candidate_noise(3, torch.arange(5), torch.tensor([0, 3, 1, 7, 2]), (1, 8, 8), "torch")  # taken: drawn again
     assert AHEAD.hits == hits + 1
     prefetch_noise(3, torch.arange(5), torch.zeros(5, dtype=torch.long), (4,), generator="counter")
     assert not AHEAD.pending  # the counter generator is batched on the device: never drawn ahead
@@ -39,6 +39,25 @@ def test_other_seeds_shapes_and_indices_do_not_take_a_noise_drawn_ahead():
     assert len(ahead.pending) == 2
     assert ahead.take(0, torch.arange(3), torch.full((3,), 0), (2,)) is None
     assert ahead.take(0, torch.arange(3), torch.full((3,), 3), (2,)) is not None
+
+
+def test_a_forked_process_never_waits_on_its_parents_worker():
+    """A child forked with noises pending holds futures that only the parent's worker thread would finish: it draws
+    them itself instead of waiting forever."""
+    import threading
+    from concurrent.futures import Future
+
+    ahead = NoiseAhead()
+    key = ahead.key(0, torch.arange(2), torch.zeros(2, dtype=torch.long), (2,))
+    ahead.pending[key] = Future()  # never finished: the worker that would run it is not in this process
+    ahead.pid = -1
+    taken = []
+    waiter = threading.Thread(target=lambda: taken.append(ahead.take(0, torch.arange(2), torch.zeros(2, dtype=torch.long),
+                                                                     (2,))), daemon=True)
+    waiter.start()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive(), "take() waits on a future no thread of this process will finish"
+    assert taken == [None] and not ahead.pending
 
 
 def test_a_forked_process_gets_its_own_worker():
@@ -76,7 +95,7 @@ def test_every_search_takes_noises_drawn_ahead_and_selects_the_same(flow, name, 
         # batches of 8 rows: several batches per candidate index (random) and per round, so there is a next one
         task, _ = make_task(flow, SetLevel() if verifier == "set_level" else build_verifier(verifier), per_class=2,
                             max_batch_size=8)
-        task.noise_ahead = ahead
+        task.noise_ahead, task.noise_generator = ahead, "torch"
         before = AHEAD.hits
         results[ahead] = build_search(name)(task, budget)
         hits[ahead] = AHEAD.hits - before
@@ -88,6 +107,7 @@ def test_every_search_takes_noises_drawn_ahead_and_selects_the_same(flow, name, 
 
 def test_noises_are_drawn_ahead_by_default_only_off_the_cpu(flow, verifier):
     task, _ = make_task(flow, verifier)
+    task.noise_generator = "torch"
     assert task.noise_ahead is None and task.device == "cpu"
     before = AHEAD.hits
     build_search("random")(task, 12)

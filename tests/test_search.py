@@ -32,7 +32,7 @@ def test_array_seeds_are_the_scalar_seeds_and_each_noise_its_own_generators():
     idx = torch.tensor([0, 2**31 - 1, 5, 0, 2**62, 3])
     for seed in (0, 1, 2**62, 2**64 - 1):
         assert noise_seeds(seed, conds, idx) == [noise_seed(seed, c, i) for c, i in zip(conds.tolist(), idx.tolist())]
-    noise = candidate_noise(11, conds, idx, (2, 3))
+    noise = candidate_noise(11, conds, idx, (2, 3), "torch")
     for row, (c, i) in enumerate(zip(conds.tolist(), idx.tolist())):
         generator = torch.Generator().manual_seed(noise_seed(11, c, i))
         assert torch.equal(noise[row], torch.randn((2, 3), generator=generator))
@@ -49,7 +49,7 @@ def test_counter_noise_keeps_the_contract_and_is_standard_normal():
     assert torch.equal(candidate_noise(3, conds.flip(0), idx.flip(0), (3, 5), "counter"), batch.flip(0))
     assert not torch.equal(batch[0], batch[1]) and not torch.equal(batch[0], batch[2])
     assert not torch.equal(candidate_noise(4, conds, idx, (3, 5), "counter"), batch)
-    assert not torch.equal(candidate_noise(3, conds, idx, (3, 5)), batch)  # other numbers than the torch generator
+    assert not torch.equal(candidate_noise(3, conds, idx, (3, 5), "torch"), batch)  # other numbers than torch's
     many = candidate_noise(0, torch.zeros(4000, dtype=torch.long), torch.arange(4000), (63,), "counter")  # odd size
     flat = many.flatten().double()
     assert abs(flat.mean()) < 0.005 and abs(flat.std() - 1) < 0.005
@@ -91,17 +91,17 @@ def test_counter_noise_is_the_documented_construction(monkeypatch):
     assert torch.equal(many, candidate_noise(2, torch.arange(3000), torch.zeros(3000, dtype=torch.long), (300,), "counter"))
 
 
-def test_a_job_with_counter_noise_searches_renders_and_replays(config):
+def test_a_job_with_torch_noise_searches_renders_and_replays_and_counter_is_the_default(config):
     from inference_scaling.runner import replay, run
 
     cfg = config("logger=none", "progress=false", "benchmark.per_class=1", "budget.nfe=9", "model.final_steps=4",
-                 "noise=counter")
+                 "noise=torch")
     result = run(cfg)
     record = result["records"][3]
     assert torch.allclose(replay(cfg, 3, record["chosen_index"])[0], result["images"][3], atol=1e-5)
-    torch_run = run(config("logger=none", "progress=false", "benchmark.per_class=1", "budget.nfe=9",
-                           "model.final_steps=4"))
-    assert not torch.equal(torch_run["images"], result["images"])
+    default = config("logger=none", "progress=false", "benchmark.per_class=1", "budget.nfe=9", "model.final_steps=4")
+    assert default.noise == "counter"
+    assert not torch.equal(run(default)["images"], result["images"])
 
 
 def test_check_budget():

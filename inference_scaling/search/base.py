@@ -39,7 +39,7 @@ class SearchTask:
     prompts: Optional[list[str]] = None  # per condition, for verifiers that read text (`takes_prompts`)
     labels: Optional[Tensor] = None  # (C, ...) what class verifiers read; None: `conds`
     decode: Callable[[Tensor], Tensor] = lambda x: x  # search states → images in [-1, 1] (a latent model's VAE)
-    noise_generator: str = "torch"  # inference_scaling.noise.GENERATORS: torch (CPU, per candidate) | counter
+    noise_generator: str = "counter"  # inference_scaling.noise.GENERATORS: counter (batched, on the device) | torch
     # States carried between rounds (paths' beams, FK particles, pivots, populations) stay on the model's device up
     # to this many bytes, so a round does not copy them to the host and back; larger sets wait on the host.
     hold_bytes: int = 2 << 30
