@@ -121,6 +121,9 @@ class NoiseAhead:
         if not self.pending:
             return None
         with self.lock:
+            if self.pid != os.getpid():  # forked: these futures wait on the parent's worker, which this process lacks
+                self.pending.clear()
+                return None
             future = self.pending.pop(self.key(seed, conditions, indices, shape), None)
         if future is None:
             return None

@@ -41,6 +41,25 @@ def test_other_seeds_shapes_and_indices_do_not_take_a_noise_drawn_ahead():
     assert ahead.take(0, torch.arange(3), torch.full((3,), 3), (2,)) is not None
 
 
+def test_a_forked_process_never_waits_on_its_parents_worker():
+    """A child forked with noises pending holds futures that only the parent's worker thread would finish: it draws
+    them itself instead of waiting forever."""
+    import threading
+    from concurrent.futures import Future
+
+    ahead = NoiseAhead()
+    key = ahead.key(0, torch.arange(2), torch.zeros(2, dtype=torch.long), (2,))
+    ahead.pending[key] = Future()  # never finished: the worker that would run it is not in this process
+    ahead.pid = -1
+    taken = []
+    waiter = threading.Thread(target=lambda: taken.append(ahead.take(0, torch.arange(2), torch.zeros(2, dtype=torch.long),
+                                                                     (2,))), daemon=True)
+    waiter.start()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive(), "take() waits on a future no thread of this process will finish"
+    assert taken == [None] and not ahead.pending
+
+
 def test_a_forked_process_gets_its_own_worker():
     ahead = NoiseAhead()
     ahead.submit(0, torch.arange(2), torch.zeros(2, dtype=torch.long), (2,))
