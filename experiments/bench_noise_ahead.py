@@ -65,7 +65,7 @@ def main() -> None:
                                              cost_per_sample=solver_nfe("heun", sigmas), conds=labels,
                                              condition_ids=torch.arange(len(labels)), noise_shape=(1, 8, 8), seed=0,
                                              verifier=verifier, max_batch_size=args.max_batch_size,
-                                             noise_ahead=ahead), in_noise)
+                                             noise_generator="torch", noise_ahead=ahead), in_noise)
                 start = time.perf_counter()
                 result = search(task, args.budget)
                 wall = time.perf_counter() - start
