@@ -73,7 +73,7 @@ def main() -> None:
     # Gradient search also runs backward passes, which plain sampling has no counterpart of: its priced throughput
     # against random search is `experiments/backward_ratio.py --searches`.
     parser.add_argument("--searches", default=",".join(name for name in SEARCHES if name != "gradient"))
-    parser.add_argument("--noise", default="torch", choices=("torch", "counter"), help="the candidate noise generator")
+    parser.add_argument("--noise", default="counter", choices=("counter", "torch"), help="the candidate noise generator")
     parser.add_argument("--noise-ahead", choices=("auto", "on", "off"), default="auto",
                         help="draw the next batch's noises in a background thread (auto: off on the CPU, on elsewhere)")
     args = parser.parse_args()
