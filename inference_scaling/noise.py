@@ -3,10 +3,11 @@
 Two generators keep that contract (`noise=counter` or `noise=torch` on the command line):
 
 - `counter` (the default, every table in the README): counter-based, batched and on the model's device. Each pair
-  of elements of a candidate's noise comes from one 64-bit hash (splitmix64's finaliser, as in Steele et al. 2014) of (candidate seed, pair), whose two 32-bit
-  halves the Box–Muller transform turns into two standard normals in float32 (`counter_noise`). The values are
-  independent of batch size and order bit for bit; across device types the integer part is exact and the float32
-  log, cos and sin agree to their last bit or so (not guaranteed bit for bit).
+  of elements of a candidate's noise comes from one 64-bit hash (splitmix64's finaliser, as in Steele et al. 2014)
+  of (candidate seed, pair), whose two 32-bit halves the Box–Muller transform turns into two standard normals in
+  float32 (`counter_noise`). The values are independent of batch size and order bit for bit; across device types
+  the integer part is exact and the float32 log, cos and sin agree to their last bit or so (not guaranteed bit for
+  bit).
 - `torch` (the default before the counter generator, and of the README's tables until then): each candidate gets its
   own CPU generator (torch's Mersenne twister) seeded by a 64-bit mix of the three integers, drawn candidate by
   candidate and copied to the device; its noise does not depend on batch size, batch order, device or on the other
