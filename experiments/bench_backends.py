@@ -1,5 +1,5 @@
 """Cost of every latent backend through its adapter: seconds per NFE by batch size, VAE decode per image, and
-random search's NFE throughput against plain batched sampling of the same model.
+each search's NFE throughput against plain batched sampling of the same model (`--searches`).
 
     python experiments/bench_backends.py                      # CPU: tiny random backends (as in the tests)
     python experiments/bench_backends.py --size real --device cuda --dtype bfloat16 --backends sit,flux \
@@ -170,7 +170,9 @@ def nfe_costs(name: str, model, rows, args) -> None:
 def search_over_plain(name: str, model, cfg, rows, verifier, args, search_name: str = "random") -> None:
     """A search (noise draws, decode, verifier, bookkeeping) against plain batched solves of as many NFEs: warm-up
     of both sides, then pairs in alternating order; the search's wall time split into denoiser, noise, decode,
-    verifier and the rest (medians)."""
+    verifier and the rest (medians). Decode and verifier are reported apart: `without_decode_verifier` is the
+    search's NFE/s with their seconds taken out, and `loop_efficiency` its denoiser share over plain sampling's
+    (measured within each run, so the machine's drifts cancel); `rows_per_call` the denoiser's batch on each side."""
     from bench_throughput import Stopwatch, timed_task
 
     in_denoiser, in_noise = Stopwatch(args.device), Stopwatch(args.device)
@@ -195,11 +197,14 @@ def search_over_plain(name: str, model, cfg, rows, verifier, args, search_name: 
 
     plain()  # warm-up
     rates = {"plain": [], "search": []}
+    in_network = {"plain": [], "search": []}  # NFEs per second inside the denoiser alone
+    rows_per_call = {}
+    loop_rates, loop_shares, plain_denoiser_share = [], [], []
     shares = {part: [] for part in ("denoiser", "noise", "decode", "verifier", "rest")}
     for repeat in range(args.repeats):
         order = [("plain", plain), ("search", lambda: search(task, budget))]
         for side, fn in order if repeat % 2 == 0 else order[::-1]:
-            counter.count, decoder.seconds, verifier.cost.seconds = 0, 0.0, 0.0
+            counter.count, counter.calls, decoder.seconds, verifier.cost.seconds = 0, 0, 0.0, 0.0
             in_denoiser.seconds = in_noise.seconds = 0.0
             synced(args.device)
             start = time.perf_counter()
@@ -207,6 +212,13 @@ def search_over_plain(name: str, model, cfg, rows, verifier, args, search_name: 
             synced(args.device)
             seconds = time.perf_counter() - start
             rates[side].append(counter.count / seconds)
+            in_network[side].append(counter.count / in_denoiser.seconds)
+            if side == "search":  # the loop alone: the search's NFE/s with its decode and verifier seconds taken out
+                loop_rates.append(counter.count / (seconds - decoder.seconds - verifier.cost.seconds))
+                loop_shares.append(in_denoiser.seconds / (seconds - decoder.seconds - verifier.cost.seconds))
+            else:
+                plain_denoiser_share.append(in_denoiser.seconds / seconds)
+            rows_per_call[side] = counter.count / counter.calls
             if side == "search":
                 parts = {"denoiser": in_denoiser.seconds, "noise": in_noise.seconds, "decode": decoder.seconds,
                          "verifier": verifier.cost.seconds}
@@ -215,6 +227,7 @@ def search_over_plain(name: str, model, cfg, rows, verifier, args, search_name: 
                     shares[part].append(value / seconds)
     median = {side: statistics.median(v) for side, v in rates.items()}
     pairs = [search / plain for search, plain in zip(rates["search"], rates["plain"])]  # back-to-back runs
+    loop_pairs = [search / plain for search, plain in zip(loop_rates, rates["plain"])]
     print(json.dumps({"backend": name, "search": search_name, "conditions": len(conditions.ids),
                       "budget_candidates": args.candidates, "nfe_per_candidate": task.cost_per_sample,
                       "plain_nfe_per_s": round(median["plain"], 1), "search_nfe_per_s": round(median["search"], 1),
@@ -223,7 +236,19 @@ def search_over_plain(name: str, model, cfg, rows, verifier, args, search_name: 
                       "pair_ratio_range": [round(min(pairs), 3), round(max(pairs), 3)],
                       "plain_range": [round(min(rates["plain"]), 1), round(max(rates["plain"]), 1)],
                       "search_range": [round(min(rates["search"]), 1), round(max(rates["search"]), 1)],
-                      "search_seconds_share": {k: round(statistics.median(v), 3) for k, v in shares.items()}}),
+                      # decode and verifier reported apart (their shares below): the loop around the denoiser
+                      "without_decode_verifier": {"ratio": round(statistics.median(loop_rates) / median["plain"], 3),
+                                                  "pair_median": round(statistics.median(loop_pairs), 3),
+                                                  "pair_range": [round(min(loop_pairs), 3), round(max(loop_pairs), 3)]},
+                      # ratio without decode and verifier ≈ loop_efficiency × in_denoiser_ratio
+                      # (experiments/bench_throughput.py's docstring)
+                      "loop_efficiency": round(statistics.median(loop_shares)
+                                               / statistics.median(plain_denoiser_share), 3),
+                      "in_denoiser_ratio": round(statistics.median(in_network["search"])
+                                                 / statistics.median(in_network["plain"]), 3),
+                      "rows_per_call": {side: round(v, 1) for side, v in rows_per_call.items()},
+                      "search_seconds_share": {k: round(statistics.median(v), 3) for k, v in shares.items()},
+                      "plain_denoiser_share": round(statistics.median(plain_denoiser_share), 3)}),
           flush=True)
 
 

@@ -11,6 +11,13 @@ order (plain first in even pairs, search first in odd ones); prints the median N
 the ratios of each back-to-back pair (less exposed to a shared machine's slow drifts), and where a search run's
 wall time goes: the denoiser, noise generation, the verifier, decoding (none for the embedded model) and the rest
 (the algorithm's own bookkeeping: selection, indexing, copies), as medians over the timed runs.
+
+The ratio factors, up to the medians, into two numbers printed beside it. `loop_efficiency` is the share of a search
+run's wall time spent in the denoiser over the same share of a plain run: what the loop around the denoiser costs,
+1.0 when it costs nothing. Each share is measured within one run, so a shared machine's drifts, which speed up or
+slow down the denoiser of both sides alike (±20 % from one second to the next on the 2-core CI machine), cancel
+out of it. `in_denoiser_ratio` is the denoiser's own NFE/s in the search over that in plain sampling: 1.0 up to those
+drifts when the search's calls have plain sampling's shapes, lower when its calls are smaller.
 """
 
 from __future__ import annotations
@@ -133,6 +140,8 @@ def main() -> None:
         pairs = [search / plain for search, plain in zip(rates["search"], rates["plain"])]  # back-to-back runs
         share = {part: statistics.median(r["parts"][part] / r["seconds"] for r in runs["search"])
                  for part in runs["search"][0]["parts"]}
+        plain_share = statistics.median(r["parts"]["denoiser"] / r["seconds"] for r in runs["plain"])
+        denoiser_rate = {side: statistics.median(r["nfes"] / r["parts"]["denoiser"] for r in v) for side, v in runs.items()}
         print(json.dumps({
             "device": args.device, "threads": torch.get_num_threads(), "conditions": len(labels),
             "budget": args.budget, "noise": args.noise, "noise_ahead": args.noise_ahead, "search": name, "nfes_per_run": nfes, "repeats": args.repeats,
@@ -142,7 +151,10 @@ def main() -> None:
             "ratio_search_over_plain": round(median["search"] / median["plain"], 3),
             "pair_ratio_median": round(statistics.median(pairs), 3), "pair_ratio_range": [round(min(pairs), 3),
                                                                                          round(max(pairs), 3)],
-            "search_seconds_share": {part: round(v, 3) for part, v in share.items()}}), flush=True)
+            "search_seconds_share": {part: round(v, 3) for part, v in share.items()},
+            # ratio ≈ loop_efficiency × in_denoiser_ratio (see the module docstring)
+            "loop_efficiency": round(share["denoiser"] / plain_share, 3), "plain_denoiser_share": round(plain_share, 3),
+            "in_denoiser_ratio": round(denoiser_rate["search"] / denoiser_rate["plain"], 3)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Two generators keep that contract (`noise=counter` or `noise=torch` on the comma
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -56,7 +57,7 @@ def _splitmix64_array(z: np.ndarray) -> np.ndarray:
 def _seed_array(seed: int, conditions: Tensor, indices: Tensor) -> np.ndarray:
     """`noise_seed(seed, c, i)` of every (condition, index) pair as a uint64 array."""
     with np.errstate(over="ignore"):
-        z = _splitmix64_array(np.full(len(indices), seed & _MASK, dtype=np.uint64))
+        z = np.uint64(_splitmix64(seed & _MASK))  # the same first round for every pair: once, in Python
         z = _splitmix64_array(z ^ conditions.numpy().astype(np.int64).view(np.uint64))
         z = _splitmix64_array(z ^ indices.numpy().astype(np.int64).view(np.uint64))
     return z & np.uint64((1 << 63) - 1)
@@ -186,6 +187,12 @@ _BLOCK = {"cpu": 1 << 18}
 _DEVICE_BLOCK = 1 << 24
 
 
+@functools.lru_cache(maxsize=8)
+def _steps(pairs: int, device: torch.device) -> Tensor:
+    """(j + 1)·γ for the pairs j of a shape (wrapping modulo 2**64): the same for every batch of that shape."""
+    return (torch.arange(pairs, dtype=torch.int64, device=device) + 1) * _GAMMA
+
+
 def counter_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[int, ...], device: str = "cpu") -> Tensor:
     """The `counter` generator: every element of every candidate's noise in batched computations on `device`.
 
@@ -196,7 +203,7 @@ def counter_noise(seed: int, conditions: Tensor, indices: Tensor, shape: tuple[i
     n = math.prod(shape)
     pairs = (n + 1) // 2
     keys = torch.from_numpy(_seed_array(seed, conditions.cpu(), indices.cpu()).view(np.int64)).to(device)  # < 2**63
-    steps = (torch.arange(pairs, dtype=torch.int64, device=device) + 1) * _GAMMA
+    steps = _steps(pairs, keys.device)
     out = torch.empty(len(indices), 2 * pairs, dtype=torch.float32, device=device)
     rows = max(1, _BLOCK.get(torch.device(device).type, _DEVICE_BLOCK) // pairs)
     for start in range(0, len(keys), rows):

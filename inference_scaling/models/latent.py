@@ -42,9 +42,10 @@ def load_vae(spec: str, subfolder: Optional[str], dtype: torch.dtype, device: st
 def decode_latents(vae, latents: Tensor, scaling: float, shift: float = 0.0, batch_size: int = 8) -> Tensor:
     """Images (B, 3, H, W) float32 in [-1, 1] from latents: VAE(latents / scaling + shift), `batch_size` at a time."""
     out = []
+    dtype = vae.dtype  # once: diffusers walks every submodule to answer it
     for lo in range(0, len(latents), batch_size):
         z = latents[lo:lo + batch_size] / scaling + shift
-        out.append(vae.decode(z.to(vae.dtype)).sample.float().clamp(-1, 1))
+        out.append(vae.decode(z.to(dtype)).sample.float().clamp(-1, 1))
     return torch.cat(out)
 
 

@@ -91,9 +91,12 @@ class RandomSearch:
             x = x.cpu()
             if images is None:
                 images = torch.zeros(c, *x.shape[1:], dtype=x.dtype)
-            held = best[rows]  # one candidate per condition in a call: a record beats the held best
-            won = held.isnan() | (comparable(s) > held)
-            keep_best(best, images, rows, s, x)
+            # One candidate per condition in a call (rows are distinct): a record beats the held best, and is kept
+            # (keep_best's rule for a batch without two candidates of one condition, in five operations).
+            held, s_comparable = best[rows], comparable(s)
+            won = held.isnan() | (s_comparable > held)
+            best[rows[won]] = s_comparable[won]
+            images[rows[won]] = x[won]
             new_rows.append(rows[won])
             new_index.append(index[won])
             new_images.append(x[won])
