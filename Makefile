@@ -81,7 +81,7 @@ bench-verifiers: install
 # Seconds per NFE, decode cost and search/plain throughput of every latent backend on tiny random models
 # (experiments/bench_backends.py; `--size real --device cuda` on a GPU: SiT-XL/2 and FLUX.1 size).
 bench-backends: install
-	OMP_NUM_THREADS=1 $(PY) experiments/bench_backends.py --searches random,zero_order,paths,fk_steering,evolutionary
+	OMP_NUM_THREADS=1 $(PY) experiments/bench_backends.py --searches random,zero_order,paths,fk_steering,evolutionary,adaptive --repeats 11
 
 # Peak RSS of one job against its number of conditions: 1k, 10k, 50k digits (experiments/bench_memory.py).
 bench-memory: install
