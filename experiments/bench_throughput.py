@@ -15,9 +15,10 @@ wall time goes: the denoiser, noise generation, the verifier, decoding (none for
 The ratio factors, up to the medians, into two numbers printed beside it. `loop_efficiency` is the share of a search
 run's wall time spent in the denoiser over the same share of a plain run: what the loop around the denoiser costs,
 1.0 when it costs nothing. Each share is measured within one run, so a shared machine's drifts, which speed up or
-slow down the denoiser of both sides alike (±20 % from one second to the next on the 2-core CI machine), cancel
-out of it. `in_denoiser_ratio` is the denoiser's own NFE/s in the search over that in plain sampling: 1.0 up to those
-drifts when the search's calls have plain sampling's shapes, lower when its calls are smaller.
+slow down the denoiser of both sides alike (±20 % from one run to the next on the shared 2-core machine of the
+README's numbers), cancel out of it. `in_denoiser_ratio` is the denoiser's own NFE/s in the search over that in plain
+sampling: 1.0 up to those drifts when the search's calls have plain sampling's shapes, lower when its calls are
+smaller (or, on models small enough to live in the CPU's cache, when the verifier evicts them between calls).
 """
 
 from __future__ import annotations
