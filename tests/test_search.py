@@ -10,7 +10,7 @@ from inference_scaling.nfe import BudgetError, NFECounter, check_budget
 from inference_scaling.noise import candidate_noise, noise_seed, noise_seeds
 from inference_scaling.sampling import heun, linear_sigmas
 from inference_scaling.search import RandomSearch, SearchTask
-from inference_scaling.search.base import keep_best
+from inference_scaling.search.base import comparable, keep_best
 from inference_scaling.verifiers import VERIFIERS, build_verifier
 
 
@@ -122,6 +122,35 @@ def test_keep_best_matches_argmax_with_ties_to_lower_index():
     assert images.squeeze(1).tolist() == [1.0, 3.0] and best.tolist() == [pytest.approx(0.9), 0.5]
     keep_best(best, images, torch.tensor([0, 1]), torch.tensor([0.9, 0.7]), torch.tensor([[7.0], [8.0]]))
     assert images.squeeze(1).tolist() == [1.0, 8.0]  # a tie does not replace; a higher score does
+
+
+def test_keep_best_follows_its_rule_with_distinct_and_repeated_rows_and_returns_the_kept_positions():
+    """Both of keep_best's paths (one candidate per condition, several) against the rule written out in Python:
+    a candidate is kept if nothing is held or it beats the held best and every earlier candidate of its condition in
+    the batch; failures (NaN, ±inf) rank as −inf."""
+    gen = torch.Generator().manual_seed(0)
+    values = torch.tensor([0.1, 0.5, 0.5, 0.9, float("nan"), float("inf"), float("-inf")])
+    for trial in range(200):
+        c = 6
+        best, images = torch.full((c,), float("nan")), torch.zeros(c, 1)
+        expect_best, expect_images = [float("nan")] * c, [0.0] * c
+        for step in range(3):
+            n = int(torch.randint(1, 9, (1,), generator=gen))
+            distinct = trial % 2 == 0
+            rows = (torch.randperm(c, generator=gen)[:min(n, c)] if distinct
+                    else torch.randint(0, c, (n,), generator=gen))
+            scores = values[torch.randint(0, len(values), (len(rows),), generator=gen)]
+            x = torch.arange(float(len(rows))).view(-1, 1) + 10 * step
+            kept = keep_best(best, images, rows, scores, x)
+            expected = {}
+            for pos, (row, score) in enumerate(zip(rows.tolist(), comparable(scores).tolist())):
+                held = expect_best[row]
+                if math.isnan(held) or score > held:
+                    expect_best[row], expect_images[row] = score, float(x[pos])
+                    expected[row] = pos
+            assert sorted(kept.tolist()) == sorted(expected.values())
+            assert best.tolist() == pytest.approx(expect_best, nan_ok=True)
+            assert images.squeeze(1).tolist() == expect_images
 
 
 def make_task(flow, verifier, per_class=4, max_batch_size=1024, guidance=1.0, seed=0):

@@ -290,8 +290,9 @@ def no_best(c: int) -> Tensor:
     return torch.full((c,), NO_CANDIDATE)
 
 
-def keep_best(best: Tensor, images: Tensor, rows: Tensor, scores: Tensor, x: Tensor) -> None:
-    """Update the running best score and image of each condition in place from one scored batch.
+def keep_best(best: Tensor, images: Tensor, rows: Tensor, scores: Tensor, x: Tensor) -> Tensor:
+    """Update the running best score and image of each condition in place from one scored batch; returns the
+    batch positions of the candidates kept (at most one per condition).
 
     `best` holds `comparable` scores, NaN where no candidate is kept yet (`no_best`). A candidate replaces the
     best only if it scores strictly higher, or if nothing is kept yet; among equal scores in the batch the first
@@ -299,15 +300,22 @@ def keep_best(best: Tensor, images: Tensor, rows: Tensor, scores: Tensor, x: Ten
     whose candidates all fail keeps its first one.
     """
     scores = comparable(scores)
+    counts = torch.bincount(rows, minlength=len(best))
+    if len(rows) and int(counts.max()) == 1:  # one candidate per condition (random search's calls): five operations
+        held = best[rows]
+        kept = (held.isnan() | (scores > held)).nonzero().squeeze(1)
+        best[rows[kept]] = scores[kept]
+        images[rows[kept]] = x[kept]
+        return kept
     batch_best = torch.full_like(best, FAILED).scatter_reduce(0, rows, scores, "amax")
-    present = torch.bincount(rows, minlength=len(best)) > 0
-    improved = present & ((batch_best > best) | best.isnan())
+    improved = (counts > 0) & ((batch_best > best) | best.isnan())
     hit = (scores == batch_best[rows]) & improved[rows]
     position = torch.arange(len(rows))
     first = torch.full(best.shape, len(rows), dtype=torch.long).scatter_reduce(0, rows[hit], position[hit], "amin")
     won = improved.nonzero().squeeze(1)
     best[won] = batch_best[won]
     images[won] = x[first[won]]
+    return first[won]
 
 
 # Helpers for algorithms that stop, renoise and resume the sampler at intermediate noise levels.

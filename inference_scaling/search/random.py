@@ -91,12 +91,7 @@ class RandomSearch:
             x = x.cpu()
             if images is None:
                 images = torch.zeros(c, *x.shape[1:], dtype=x.dtype)
-            # One candidate per condition in a call (rows are distinct): a record beats the held best, and is kept
-            # (keep_best's rule for a batch without two candidates of one condition, in five operations).
-            held, s_comparable = best[rows], comparable(s)
-            won = held.isnan() | (s_comparable > held)
-            best[rows[won]] = s_comparable[won]
-            images[rows[won]] = x[won]
+            won = keep_best(best, images, rows, s, x)  # one candidate per condition in a call: the records
             new_rows.append(rows[won])
             new_index.append(index[won])
             new_images.append(x[won])
