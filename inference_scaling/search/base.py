@@ -301,7 +301,7 @@ def keep_best(best: Tensor, images: Tensor, rows: Tensor, scores: Tensor, x: Ten
     """
     scores = comparable(scores)
     counts = torch.bincount(rows, minlength=len(best))
-    if len(rows) and int(counts.max()) == 1:  # one candidate per condition (random search's calls): five operations
+    if len(rows) and int(counts.max()) == 1:  # one candidate per condition (random search's calls): no scatter
         held = best[rows]
         kept = (held.isnan() | (scores > held)).nonzero().squeeze(1)
         best[rows[kept]] = scores[kept]
